@@ -1,0 +1,149 @@
+"""Greedy and beam search: beam 1 == greedy, batched == one by one, length rules, EOS, repetition guard."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from toolkit.decode import BeamSearch, DecodingOptions, GreedySearch
+from toolkit.decode.options import apply_rules
+from toolkit.model import EOS_ID, DecoderConfig, EncoderOutput, TransformerDecoder
+
+VOCAB = 12
+
+
+def random_decoder(seed: int, max_len: int = 64) -> TransformerDecoder:
+    torch.manual_seed(seed)
+    cfg = DecoderConfig(num_layers=2, num_heads=2, ffn_dim=64, dropout=0.0, max_len=max_len)
+    dec = TransformerDecoder(VOCAB, 16, cfg).eval()
+    with torch.no_grad():  # sharpen the random model so hypotheses end at varied lengths
+        dec.embed.weight.mul_(3.0)
+    return dec
+
+
+def random_memory(seed: int, b: int = 5, s: int = 6) -> EncoderOutput:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, s + 1, (b,), generator=g)
+    lengths[0] = s
+    return EncoderOutput(4 * torch.randn(b, s, 16, generator=g), lengths)
+
+
+def item(enc: EncoderOutput, i: int) -> EncoderOutput:
+    n = int(enc.lengths[i])
+    return EncoderOutput(enc.memory[i : i + 1, :n], enc.lengths[i : i + 1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("alpha,min_len", [(0.0, 0), (0.8, 3)])
+def test_beam_one_equals_greedy(seed, alpha, min_len):
+    dec, enc = random_decoder(seed), random_memory(seed)
+    opts = DecodingOptions(beam_size=1, max_length=20, min_length=min_len, length_penalty=alpha)
+    greedy = GreedySearch(opts).search(dec, enc)
+    beam = BeamSearch(opts).search(dec, enc)
+    for g, b in zip(greedy, beam):
+        assert g[0].tokens == b[0].tokens
+        assert g[0].score == pytest.approx(b[0].score, rel=1e-9, abs=1e-9)
+        assert len(g[0].tokens) >= min_len
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("strategy,beam", [(GreedySearch, 1), (BeamSearch, 4)])
+def test_batched_equals_one_by_one(seed, strategy, beam):
+    dec, enc = random_decoder(seed), random_memory(seed)
+    opts = DecodingOptions(beam_size=beam, nbest=beam, max_length=15, length_penalty=0.6)
+    batched = strategy(opts).search(dec, enc)
+    assert len(batched) == enc.memory.size(0)
+    for i in range(enc.memory.size(0)):
+        alone = strategy(opts).search(dec, item(enc, i))[0]
+        assert [h.tokens for h in batched[i]] == [h.tokens for h in alone]
+        assert [h.score for h in batched[i]] == pytest.approx([h.score for h in alone], abs=1e-4)
+
+
+def test_beam_search_nbest_sorted_and_beats_greedy_on_average():
+    wins = 0
+    for seed in range(6):
+        dec, enc = random_decoder(seed), random_memory(seed)
+        greedy = GreedySearch(DecodingOptions(max_length=15)).search(dec, enc)
+        beam = BeamSearch(DecodingOptions(beam_size=4, nbest=4, max_length=15)).search(dec, enc)
+        for g, nbest in zip(greedy, beam):
+            scores = [h.score for h in nbest]
+            assert scores == sorted(scores, reverse=True)
+            assert len({tuple(h.tokens) for h in nbest}) == len(nbest)
+            wins += nbest[0].score >= g[0].score - 1e-9
+    assert wins >= 0.9 * 6 * 5
+
+
+@pytest.mark.parametrize("strategy,beam", [(GreedySearch, 1), (BeamSearch, 3)])
+def test_length_limits_and_eos(strategy, beam):
+    dec, enc = random_decoder(1), random_memory(1)
+    for min_len, max_len in [(0, 3), (5, 5), (2, 9)]:
+        opts = DecodingOptions(beam_size=beam, nbest=beam, min_length=min_len, max_length=max_len)
+        for nbest in strategy(opts).search(dec, enc):
+            for h in nbest:
+                assert min_len <= len(h.tokens) <= max_len
+                assert EOS_ID not in h.tokens
+    # The decoder's own max_len caps any request (BOS and EOS need room).
+    short = random_decoder(1, max_len=8)
+    for nbest in strategy(DecodingOptions(beam_size=beam, max_length=100, min_length=50)).search(short, enc):
+        assert len(nbest[0].tokens) == 6
+
+
+@pytest.mark.parametrize("strategy,beam", [(GreedySearch, 1), (BeamSearch, 3)])
+def test_length_capped_by_memory_length(strategy, beam):
+    dec, enc = random_decoder(2), random_memory(2, b=6, s=8)
+    opts = DecodingOptions(beam_size=beam, max_length=50, min_length=50, max_length_ratio=0.5)
+    for n, nbest in zip(enc.lengths.tolist(), strategy(opts).search(dec, enc)):
+        assert len(nbest[0].tokens) == -(-n // 2)  # min_length yields to the cap
+
+
+@dataclass
+class LoopState:
+    offset: int = 0
+
+    def select(self, index):
+        return self
+
+    def reorder_self(self, index):
+        return self
+
+
+class LoopingDecoder(torch.nn.Module):
+    """A decoder stuck in a loop: it always prefers the token pattern 5 6 7 5 6 7 ..., never EOS."""
+
+    config = DecoderConfig(max_len=200)
+
+    def init_state(self, enc_out):
+        return LoopState()
+
+    def forward(self, tokens, state):
+        logits = torch.zeros(tokens.size(0), 1, VOCAB)
+        logits[:, 0, 5 + state.offset % 3] = 10.0
+        logits[:, 0, EOS_ID] = -5.0
+        state.offset += 1
+        return logits, state
+
+
+@pytest.mark.parametrize("strategy,beam", [(GreedySearch, 1), (BeamSearch, 2)])
+def test_repetition_guard_breaks_loops(strategy, beam):
+    enc = EncoderOutput(torch.zeros(2, 3, 4), torch.tensor([3, 3]))
+    looping = strategy(DecodingOptions(beam_size=beam, max_length=40, repetition_limit=0)).search(
+        LoopingDecoder(), enc
+    )
+    assert looping[0][0].tokens == [5, 6, 7] * 13 + [5]
+    guarded = strategy(DecodingOptions(beam_size=beam, max_length=40, repetition_limit=3)).search(
+        LoopingDecoder(), enc
+    )
+    tokens = guarded[0][0].tokens
+    assert tokens[:9] == [5, 6, 7] * 3 and tokens[9] != 5
+    for n in range(1, 9):  # no n-gram occurs more than 3 times in a row anywhere
+        for s in range(len(tokens) - 4 * n + 1):
+            run = tokens[s : s + 4 * n]
+            assert run != run[:n] * 4
+
+
+def test_apply_rules_bans_only_the_looping_continuation():
+    logp = torch.zeros(2, VOCAB)
+    generated = torch.tensor([[4, 9, 9, 9], [9, 4, 9, 9]])
+    out = apply_rules(logp, generated, torch.tensor([10, 10]), DecodingOptions(repetition_limit=3))
+    assert out[0, 9] == float("-inf") and out[1, 2:].isfinite().all()
+    assert (out[:, :2] == float("-inf")).all()  # padding/blank and BOS are never generated

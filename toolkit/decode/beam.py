@@ -1,0 +1,77 @@
+"""Batched beam search with the decoder's KV cache.
+
+All B inputs x K beams decode together as B*K rows of one batch. At each step every input keeps its K best
+continuations (from the top 2K candidates, so that K survive even if some end in EOS); a candidate ending in
+EOS among an input's top K is set aside as finished. An input is done when it has K finished hypotheses or
+has reached its length cap; done inputs leave the batch, so the rest decode faster.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty
+from toolkit.model.base import BOS_ID, EOS_ID, Decoder, EncoderOutput
+
+
+class BeamSearch:
+    def __init__(self, options: DecodingOptions):
+        self.options = options
+
+    @torch.no_grad()
+    def search(self, decoder: Decoder, enc_out: EncoderOutput) -> list[list[Hypothesis]]:
+        """enc_out: memory `(B, S, D)` with lengths `(B,)`. Returns, per input, its `nbest` hypotheses, best
+        first."""
+        opts = self.options
+        k = opts.beam_size
+        b = enc_out.memory.size(0)
+        device = enc_out.memory.device
+        caps = length_caps(opts, enc_out.lengths, decoder.config.max_len)
+        # Cross-attention keys/values are projected once per input, then copied to its K beams.
+        state = decoder.init_state(enc_out).select(torch.arange(b, device=device).repeat_interleave(k))
+        items = torch.arange(b, device=device)  # which input each live group of K rows decodes
+        scores = torch.full((b, k), -math.inf, dtype=torch.float64, device=device)
+        scores[:, 0] = 0.0  # all beams start identical: only the first may expand
+        generated = torch.empty(b * k, 0, dtype=torch.long, device=device)
+        last = torch.full((b * k, 1), BOS_ID, dtype=torch.long, device=device)
+        finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+
+        while items.numel():
+            n = items.numel()
+            t = generated.size(1)
+            logits, state = decoder(last, state)
+            row_caps = caps[items].repeat_interleave(k)
+            logp = apply_rules(logits[:, -1].log_softmax(-1), generated, row_caps, opts).double()
+            vocab = logp.size(-1)
+            candidates = (scores.view(-1, 1) + logp).view(n, k * vocab)
+            top_scores, top_index = candidates.topk(2 * k, dim=1)  # (n, 2K), best first
+            origin, token = top_index // vocab, top_index % vocab
+            is_eos = token == EOS_ID
+
+            # Finished hypotheses: EOS candidates ranked within the input's top K with a finite score.
+            ends = (is_eos[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()
+            for g, j in ends:
+                row = g * k + origin[g, j].item()
+                tokens = generated[row].tolist()
+                logprob = top_scores[g, j].item()
+                score = logprob / length_penalty(len(tokens) + 1, opts.length_penalty)
+                finished[items[g].item()].append(Hypothesis(tokens, logprob, score))
+
+            # The K best non-EOS candidates go on (stable sort puts EOS candidates last, order kept).
+            keep = torch.sort(is_eos.long(), dim=1, stable=True).indices[:, :k]
+            scores = top_scores.gather(1, keep)
+            origin, token = origin.gather(1, keep), token.gather(1, keep)
+
+            counts = torch.tensor([len(finished[i]) for i in items.tolist()], device=device)
+            done = (counts >= k) | (caps[items] <= t)
+            live = (~done).nonzero().flatten()
+            rows = ((live * k)[:, None] + origin[live]).flatten()  # source row of every surviving beam
+            items, scores, token = items[live], scores[live], token[live].flatten()
+            generated = torch.cat([generated[rows], token[:, None]], dim=1)
+            state = state.select(rows) if done.any() else state.reorder_self(rows)
+            last = token[:, None]
+
+        return [sorted(hyps, key=lambda h: -h.score)[: opts.nbest] for hyps in finished]

@@ -1,0 +1,145 @@
+"""The encoder-decoder contract shared by every modality (Dive into Deep Learning §10.6).
+
+    Encoder.forward(x, lengths)            -> EncoderOutput(memory (B, S, D), lengths (B,))
+    Decoder.init_state(enc_out)            -> state
+    Decoder.forward(tokens (B, U), state)  -> (logits (B, U, V), state)
+
+Masks are explicit: `lengths` give the number of valid positions of each item, and
+`lengths_to_padding_mask` turns them into a `(B, S)` bool mask that is True at padded positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from toolkit.text.tokenizer import BLANK_ID, BOS_ID, EOS_ID, PAD_ID, UNK_ID  # noqa: F401 - the shared special ids
+
+
+def lengths_to_padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
+    """`(B,)` lengths -> `(B, T)` bool mask, True where a position is padding."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    positions = torch.arange(max_len, device=lengths.device)
+    return positions[None, :] >= lengths[:, None]
+
+
+@dataclass
+class EncoderOutput:
+    """What every encoder returns.
+
+    memory:  `(B, S, D)` encoded sequence (image positions or audio frames).
+    lengths: `(B,)` int64 number of valid positions of each item; positions past it are padding.
+    """
+
+    memory: Tensor
+    lengths: Tensor
+
+    @property
+    def padding_mask(self) -> Tensor:
+        """`(B, S)` bool, True at padded positions."""
+        return lengths_to_padding_mask(self.lengths, self.memory.size(1))
+
+
+class Encoder(nn.Module):
+    """Base class of encoders: maps a padded input batch and its lengths to an `EncoderOutput`.
+
+    Subclasses set `d_model` (width of `memory`) and implement `forward`.
+    """
+
+    d_model: int
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> EncoderOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Decoder(nn.Module):
+    """Base class of autoregressive decoders conditioned on an encoder's output."""
+
+    vocab_size: int
+
+    def init_state(self, enc_out: EncoderOutput) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class EncoderDecoder(nn.Module):
+    """An encoder, an optional attention decoder and an optional CTC head (icefall's AsrModel shape).
+
+    forward(x, lengths, tokens) -> decoder logits `(B, U, V)`, exactly the seed's `EncoderDecoder.forward`.
+    """
+
+    def __init__(self, encoder: Encoder, decoder: Decoder | None = None, ctc_head: nn.Module | None = None):
+        super().__init__()
+        if decoder is None and ctc_head is None:
+            raise ValueError("an EncoderDecoder needs an attention decoder, a CTC head, or both")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.ctc_head = ctc_head
+
+    def encode(self, x: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
+        return self.encoder(x, lengths)
+
+    def forward(self, x: Tensor, lengths: Tensor | None, tokens: Tensor) -> Tensor:
+        if self.decoder is None:
+            raise RuntimeError("this model has no attention decoder; use encode() and ctc_head")
+        enc_out = self.encoder(x, lengths)
+        state = self.decoder.init_state(enc_out)
+        return self.decoder(tokens, state)[0]
+
+    def loss(
+        self,
+        x: Tensor,
+        lengths: Tensor | None,
+        targets: Tensor,
+        target_lengths: Tensor,
+        ctc_weight: float = 0.0,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, Tensor]:
+        """Joint loss `ctc_weight * CTC + (1 - ctc_weight) * attention`, each summed over tokens / B.
+
+        targets: `(B, U)` token ids without BOS/EOS, padded past `target_lengths` `(B,)`.
+        Returns {"loss", "att_loss" (if decoder), "ctc_loss" (if CTC head)}; attention loss is computed
+        from fp32 logits, CTC in fp32.
+        """
+        if not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        enc_out = self.encoder(x, lengths)
+        losses: dict[str, Tensor] = {}
+        total = enc_out.memory.new_zeros((), dtype=torch.float32)
+        if self.decoder is not None and ctc_weight < 1.0:
+            tokens_in, tokens_out = add_bos_eos(targets, target_lengths)
+            logits = self.decoder(tokens_in, self.decoder.init_state(enc_out))[0]
+            att = F.cross_entropy(
+                logits.transpose(1, 2), tokens_out, ignore_index=-100, label_smoothing=label_smoothing, reduction="sum"
+            ) / targets.size(0)
+            losses["att_loss"] = att
+            total = total + (1.0 - ctc_weight) * att
+        if self.ctc_head is not None and ctc_weight > 0.0:
+            ctc = self.ctc_head.loss(enc_out, targets, target_lengths)
+            losses["ctc_loss"] = ctc
+            total = total + ctc_weight * ctc
+        if not losses:
+            raise ValueError("ctc_weight selects a head this model does not have")
+        losses["loss"] = total
+        return losses
+
+
+def add_bos_eos(targets: Tensor, target_lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Teacher-forcing pair from padded targets `(B, U)`.
+
+    Returns decoder input `(B, U+1)` = [BOS, y...] (padding = PAD_ID) and output `(B, U+1)` = [y..., EOS]
+    with -100 (ignored by cross-entropy) past each EOS.
+    """
+    b, u = targets.shape
+    valid = ~lengths_to_padding_mask(target_lengths, u)
+    y = targets.masked_fill(~valid, PAD_ID)
+    tokens_in = torch.cat([y.new_full((b, 1), BOS_ID), y], dim=1)
+    tokens_out = torch.cat([y.masked_fill(~valid, -100), y.new_full((b, 1), -100)], dim=1)
+    tokens_out.scatter_(1, target_lengths[:, None].long(), EOS_ID)
+    return tokens_in, tokens_out

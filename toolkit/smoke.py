@@ -1,0 +1,104 @@
+"""An end-to-end smoke run of the whole stack in about a minute on a laptop CPU.
+
+It draws a small synthetic captioning set (one coloured shape per image, captions such as "a red circle on
+the left"), trains a tiny timm-CNN + Transformer-decoder captioner, saves it as a bundle, loads the bundle
+back and decodes held-out images with greedy and beam search, reporting the exact-match accuracy it measured.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from toolkit.bundle import load_model, save_model
+from toolkit.decode import DecodingOptions, decode
+from toolkit.model import build_model
+from toolkit.text import train_tokenizer
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
+SHAPES = ("circle", "square", "triangle")
+PLACES = ("left", "right")
+
+
+def draw_shape(shape: str, colour: str, place: str, rng: random.Random, size: int = 64) -> Image.Image:
+    """One shape of a colour in the left or right half of a grey `size` x `size` image, jittered."""
+    img = Image.new("RGB", (size, size), tuple(rng.randint(90, 150) for _ in range(3)))
+    d = ImageDraw.Draw(img)
+    r = rng.randint(size // 8, size // 5)
+    cx = rng.randint(r, size // 2 - r) + (size // 2 if place == "right" else 0)
+    cy = rng.randint(r, size - r)
+    fill = tuple(min(255, max(0, c + rng.randint(-25, 25))) for c in COLOURS[colour])
+    if shape == "circle":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif shape == "square":
+        d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    else:
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    return img
+
+
+def make_split(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """`n` images `(n, 3, 64, 64)` in [0, 1] and their captions, reproducible from `seed`."""
+    rng = random.Random(seed)
+    combos = list(itertools.product(SHAPES, COLOURS, PLACES))
+    images, captions = [], []
+    for _ in range(n):
+        shape, colour, place = rng.choice(combos)
+        images.append(np.asarray(draw_shape(shape, colour, place, rng), dtype=np.float32) / 255.0)
+        captions.append(f"a {colour} {shape} on the {place}")
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), captions
+
+
+@dataclass
+class SmokeResult:
+    exact_greedy: float
+    exact_beam: float
+    final_loss: float
+    seconds: float
+    bundle: Path
+
+
+def run_smoke(out: Path, steps: int = 150, batch_size: int = 32, seed: int = 0) -> SmokeResult:
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    train_x, train_y = make_split(1024, seed)
+    test_x, test_y = make_split(64, seed + 1)
+    tokenizer = train_tokenizer("word", train_y)
+    model = build_model({
+        "vocab_size": tokenizer.vocab_size, "d_model": 64,
+        "encoder": {"name": "timm", "backbone": "test_resnet", "dropout": 0.0},
+        "decoder": {"num_layers": 2, "num_heads": 4, "ffn_dim": 128, "dropout": 0.0, "max_len": 16},
+    })
+    targets = [torch.tensor(tokenizer.encode(c)) for c in train_y]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    model.train()
+    bar = tqdm(range(steps), desc="smoke: training", unit="step")
+    for _ in bar:
+        idx = torch.randint(0, len(train_y), (batch_size,))
+        y = torch.nn.utils.rnn.pad_sequence([targets[i] for i in idx], batch_first=True)
+        lengths = torch.tensor([len(targets[i]) for i in idx])
+        loss = model.loss(train_x[idx], None, y, lengths, label_smoothing=0.0)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{schedule.get_last_lr()[0]:.1e}")
+
+    bundle_dir = save_model(out / "model", model, tokenizer, info={"task": "caption", "source": "toolkit smoke"})
+    bundle = load_model(bundle_dir)
+
+    def exact(beam: int) -> float:
+        hyps = decode(bundle.model, test_x, None, DecodingOptions(beam_size=beam, max_length=12))
+        return sum(bundle.tokenizer.decode(h.tokens) == ref for h, ref in zip(hyps, test_y)) / len(test_y)
+
+    return SmokeResult(exact(1), exact(4), loss.item(), time.perf_counter() - start, bundle_dir)
