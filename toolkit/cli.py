@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -57,6 +58,85 @@ def cmd_smoke(args: argparse.Namespace) -> None:
           f"final_loss={r.final_loss:.4f} seconds={r.seconds:.1f}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from toolkit.config import apply_overrides, from_dict, read_yaml
+    from toolkit.tasks.caption import CaptionExperiment, train_captioner
+
+    data = apply_overrides(read_yaml(args.config), args.overrides)
+    task = data.get("task", "caption")
+    if task != "caption":
+        raise ToolkitError(f"{args.config}: task {task!r} is not known (known: caption)")
+    exp = from_dict(CaptionExperiment, data, str(args.config))
+    r = train_captioner(exp, Path(args.out), resume=args.resume)
+    print(f"trained {r.steps} steps ({r.epochs} epochs) in {r.seconds / 60:.1f} min, {r.items_per_second:.1f} items/s")
+    if r.best_path:
+        print(f"best ({exp.train.metric} {r.best_metric:.4f} at step {r.best_step}): {r.best_path}")
+    print(f"final: {r.final_path}")
+    print(" ".join(f"{k}={v:.4f}" for k, v in r.final_metrics.items()))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from toolkit.decode import DecodingOptions
+    from toolkit.metrics import format_table
+    from toolkit.tasks.caption import evaluate_captioner
+
+    options = DecodingOptions(beam_size=args.beam, max_length=args.max_length, length_penalty=args.length_penalty)
+    scores, rows = evaluate_captioner(
+        args.model, args.data, args.image_root, args.splits, options, args.batch_size, args.max_images,
+        args.out, meteor=False if args.no_meteor else None,
+    )
+    print(format_table(scores))
+    if args.report:
+        from toolkit.pipelines import Captioner
+        from toolkit.report import GalleryItem, write_caption_gallery
+
+        shown = rows[: args.report_images]
+        results = Captioner.from_pretrained(args.model).caption(
+            [r["image"] for r in shown], beam_size=args.beam, max_length=args.max_length,
+            length_penalty=args.length_penalty, attention=True,
+        )
+        items = [GalleryItem(r["image"], res.caption, r["references"], res.tokens, res.attention)
+                 for r, res in zip(shown, results)]
+        print(f"report: {write_caption_gallery(args.report, items, title=f'{args.data}', metrics=scores)}")
+    print(" ".join(f"{k.lower().replace('-', '')}={v:.4f}" for k, v in scores.items()))
+
+
+def cmd_caption(args: argparse.Namespace) -> None:
+    from toolkit.pipelines import Captioner, expand_image_args
+
+    paths = expand_image_args(args.images)
+    captioner = Captioner.from_pretrained(args.model)
+    results = captioner.caption(paths, beam_size=args.beam, batch_size=args.batch_size,
+                                max_length=args.max_length, attention=bool(args.report))
+    if args.json:
+        print(json.dumps([{"image": str(p), "caption": r.caption, "score": round(r.score, 4)}
+                          for p, r in zip(paths, results)], indent=1))
+    else:
+        for p, r in zip(paths, results):
+            print(f"{p}\t{r.caption}")
+    if args.report:
+        from toolkit.report import GalleryItem, write_caption_gallery
+
+        items = [GalleryItem(p, r.caption, [], r.tokens, r.attention) for p, r in zip(paths, results)]
+        print(f"report: {write_caption_gallery(args.report, items)}", file=sys.stderr)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from toolkit.data.synth.shapes import ShapesConfig, make_shapes_corpus
+
+    cfg = ShapesConfig(train=args.train, val=args.val, test_iid=args.test_iid, test_heldout=args.test_heldout,
+                       image_size=args.image_size, max_objects=args.max_objects, seed=args.seed)
+    for split, path in make_shapes_corpus(args.out, cfg).items():
+        print(f"{split}: {path}")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from toolkit.data import convert_captions
+
+    n = convert_captions(args.src, args.dst, args.to, args.image_root, args.splits)
+    print(f"wrote {n} images to {args.dst} ({args.to})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="toolkit", description="Image captioning and speech recognition with one encoder-decoder design."
@@ -72,6 +152,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model bundle directory")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("train", help="train a model from a recipe config (YAML) with key=value overrides")
+    p.add_argument("config", help="experiment YAML, e.g. recipes/shapes_caption/conf/quick.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_minutes=5 model.d_model=256")
+    p.add_argument("-o", "--out", required=True, help="experiment directory (checkpoints, logs, bundles)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a captioning model on a caption file (BLEU, CIDEr-D, ROUGE-L, ...)")
+    p.add_argument("--model", required=True, help="model bundle directory")
+    p.add_argument("--data", required=True, help="COCO / Karpathy JSON or JSONL manifest")
+    p.add_argument("--image-root", help="folder the image paths are relative to (default: the file's folder)")
+    p.add_argument("--splits", nargs="*", help="Karpathy splits to use, e.g. test")
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--length-penalty", type=float, default=0.0)
+    p.add_argument("--max-length", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    p.add_argument("--out", help="write scores and per-image predictions to this JSON file")
+    p.add_argument("--report", help="write an HTML gallery with attention heatmaps to this file")
+    p.add_argument("--report-images", type=int, default=24, help="images shown in the report (default: 24)")
+    p.add_argument("--no-meteor", action="store_true", help="skip METEOR even when Java is installed")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("caption", help="caption images (files, folders or glob patterns)")
+    p.add_argument("images", nargs="+", metavar="IMG")
+    p.add_argument("--model", required=True, help="model bundle directory")
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=40)
+    p.add_argument("--json", action="store_true", help="print JSON instead of tab-separated lines")
+    p.add_argument("--report", help="write an HTML gallery with per-word attention heatmaps to this file")
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("synth", help="make a synthetic corpus (shapes: images with captions, COCO format)")
+    p.add_argument("kind", choices=["shapes"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--train", type=int, default=6000)
+    p.add_argument("--val", type=int, default=300)
+    p.add_argument("--test-iid", type=int, default=500)
+    p.add_argument("--test-heldout", type=int, default=500)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--max-objects", type=int, default=3, choices=[1, 2, 3])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("convert", help="convert a caption corpus between COCO, Karpathy and JSONL")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--to", required=True, choices=["coco", "karpathy", "jsonl"])
+    p.add_argument("--image-root")
+    p.add_argument("--splits", nargs="*")
+    p.set_defaults(func=cmd_convert)
+
     p = sub.add_parser("smoke", help="train, save, load and decode a tiny captioner end to end (about a minute)")
     p.add_argument("--out", default="exp/smoke", help="output directory (default: exp/smoke)")
     p.add_argument("--steps", type=int, default=150, help="training steps (default: 150)")
@@ -81,7 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides may follow options: `toolkit train CONF -o DIR a.b=1`
+        if getattr(args, "overrides", None) is not None and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         args.func(args)
     except ToolkitError as e:

@@ -1,6 +1,6 @@
 """`ModelConfig` fully describes a model; `build_model(config)` is the one way to build it.
 
-    vocab_size: 40
+    vocab_size: 40                                                      # 0: from the recipe's tokenizer
     d_model: 256
     encoder: {name: timm, backbone: resnet18, freeze_backbone: true}   # or {name: conformer, num_layers: 12}
     decoder: {num_layers: 4, num_heads: 4, ffn_dim: 1024}               # null: CTC-only model
@@ -22,14 +22,14 @@ from toolkit.model.registry import create_encoder, encoder_config_class
 
 @dataclass
 class ModelConfig:
-    vocab_size: int
+    vocab_size: int = 0  # 0 in a recipe's YAML: taken from the tokenizer the recipe trains
     d_model: int = 256
     encoder: dict[str, Any] = field(default_factory=lambda: {"name": "timm", "backbone": "resnet18"})
     decoder: DecoderConfig | None = field(default_factory=DecoderConfig)
     ctc: bool = False
 
     def __post_init__(self):
-        if self.vocab_size < 5:
+        if self.vocab_size != 0 and self.vocab_size < 5:
             raise ValueError(f"vocab_size must be at least 5 (4 special tokens + 1), got {self.vocab_size}")
         if self.decoder is None and not self.ctc:
             raise ValueError("the model needs a decoder, a CTC head (ctc: true), or both")
@@ -51,6 +51,8 @@ def build_model(config: ModelConfig | dict) -> EncoderDecoder:
     """Build an `EncoderDecoder` (encoder + optional attention decoder + optional CTC head) from its config."""
     if isinstance(config, dict):
         config = from_dict(ModelConfig, config, "model")
+    if config.vocab_size == 0:
+        raise ConfigError("model.vocab_size is 0: set it, or let the recipe take it from the tokenizer")
     try:
         encoder = create_encoder(config.encoder["name"], **config.encoder_kwargs())
     except ValueError as e:

@@ -1,0 +1,670 @@
+"""The one training loop shared by every recipe (image captioning, speech recognition).
+
+    trainer = Trainer(model, TrainConfig(max_steps=20_000), Path("exp/run1"), train_loader,
+                      loss_fn=lambda model, batch: model.loss(**batch),
+                      validate_fn=lambda model: {"loss": ..., "wer": ...},
+                      save_model_fn=lambda model, path, info: save_model(path, model, tokenizer, info))
+    result = trainer.fit()             # or fit(resume=True) after an interruption
+
+What it writes in `out_dir`:
+    train_log.csv      one row per logged / validated update: step, epoch, loss (+ the loss_fn's other entries),
+                       lr, grad_norm, items_per_s, elapsed_s, valid_* (validation metrics, on their rows)
+    loss_curve.png     training loss and the validation metric, refreshed at each validation
+    checkpoints/       ckpt-NNNNNNNN/ at each validation and at the end, the `keep_last` newest kept
+    best/              model bundle (written by save_model_fn) of the best validation metric
+    final/             model bundle of the final weights (or the average of the last `average_last` checkpoints)
+
+Resume (`fit(resume=True)`) restores from the newest checkpoint: weights, AdamW moments, scheduler position,
+update / epoch counters, the position in the epoch, the best metric, the elapsed time and the python / numpy /
+torch (CPU and CUDA) RNG states; the epoch's loader iterator is re-created under the RNG state it was first
+created with (so a `DataLoader(shuffle=True)` or a sampler with `set_epoch` yields the same order) and the
+batches already trained on are drawn and dropped. On CPU, with a deterministic model and loader, a resumed run
+ends with bit-identical weights to an uninterrupted one. The learning rate and betas come from the checkpoint;
+the schedule's shape (e.g. a longer `max_steps`) from the current config.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from toolkit.bundle import check_state_dict
+from toolkit.config import to_dict
+from toolkit.errors import ToolkitError
+from toolkit.train.checkpoint import (
+    WEIGHTS_FILE,
+    average_checkpoints,
+    latest_checkpoint,
+    list_checkpoints,
+    load_model_state,
+    load_trainer_state,
+    prune,
+    remove_partial,
+    save_checkpoint,
+)
+from toolkit.train.config import TrainConfig
+from toolkit.train.schedule import build_scheduler
+
+LOG_FILE = "train_log.csv"
+PLOT_FILE = "loss_curve.png"
+STATE_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.fit` did. Counters and `seconds` are totals over resumed runs; `items_per_second` is this run's
+    training throughput (validation and checkpointing excluded); `epochs` counts completed passes."""
+
+    steps: int
+    epochs: int
+    best_metric: float | None
+    best_step: int | None
+    final_metrics: dict[str, float]
+    seconds: float
+    items_per_second: float
+    best_path: Path | None
+    final_path: Path
+    bad_batches: int = 0
+    empty_batches: int = 0
+    stop_reason: str = ""
+    averaged: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------- batches, RNG
+
+
+def _first_tensor(x: Any) -> Tensor | None:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, dict):
+        values: Iterable = x.values()
+    elif isinstance(x, (list, tuple)):
+        values = x
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+        values = (getattr(x, f.name) for f in dataclasses.fields(x))
+    else:
+        return None
+    for v in values:
+        t = _first_tensor(v)
+        if t is not None:
+            return t
+    return None
+
+
+def first_tensor_len(batch: Any) -> int:
+    """The default batch size: the length of the first tensor in the batch (depth-first)."""
+    t = _first_tensor(batch)
+    if t is None:
+        raise ToolkitError("cannot tell the batch size: the batch holds no tensor; pass batch_size_fn to the Trainer")
+    return int(t.shape[0]) if t.dim() else 1
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Tensors in (nested) dicts, lists, tuples, named tuples and dataclasses moved to `device`; the rest as is."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(move_to(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device) for v in batch)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        fields = {f.name: move_to(getattr(batch, f.name), device) for f in dataclasses.fields(batch) if f.init}
+        return dataclasses.replace(batch, **fields)
+    return batch
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy and torch (CPU, and CUDA once initialised) RNG states as plain tensors / containers."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices / kernels (dim >= 2), none on biases, norms and other vectors."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ToolkitError("the model has no trainable parameters")
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+# --------------------------------------------------------------------------------------------- log and plot
+
+
+class CSVLog:
+    """`train_log.csv`, rewritten whole when a new column appears (first validation), else appended and closed."""
+
+    def __init__(self, path: Path, keep_until_step: int | None = None):
+        self.path = path
+        self.columns: list[str] = []
+        self.rows: list[dict[str, str]] = []
+        if keep_until_step is not None and path.is_file():  # resuming: keep the rows up to the checkpoint
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                self.columns = list(reader.fieldnames or [])
+                self.rows = [r for r in reader if (r.get("step") or "").isdigit() and int(r["step"]) <= keep_until_step]
+        self._rewrite()
+
+    def write(self, row: dict[str, Any]) -> None:
+        row = {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in row.items()}
+        self.rows.append(row)
+        if any(k not in self.columns for k in row):
+            self.columns += [k for k in row if k not in self.columns]
+            self._rewrite()
+        else:
+            with open(self.path, "a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, self.columns, restval="").writerow(row)
+
+    def _rewrite(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            if self.columns:
+                writer = csv.DictWriter(f, self.columns, restval="")
+                writer.writeheader()
+                writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def series(self, column: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of the rows where `column` is set."""
+        pairs = [(int(r["step"]), float(r[column])) for r in self.rows if r.get(column) not in (None, "")]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def plot_curves(log: CSVLog, path: Path, metric: str) -> None:
+    """Training loss (left axis) and validation `metric` (right axis) against updates, as a PNG (no pyplot state)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # the plot is a convenience; training goes on without it
+        return
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    steps, losses = log.series("loss")
+    lines = ax.plot(steps, losses, color="tab:blue", label="training loss")
+    ax.set_xlabel("update")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    vsteps, values = log.series(f"valid_{metric}")
+    if values:
+        ax2 = ax.twinx()
+        lines += ax2.plot(vsteps, values, "o-", color="tab:orange", label=f"validation {metric}")
+        ax2.set_ylabel(f"validation {metric}")
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
+    ax.set_title(path.parent.name)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Window:
+    """Sums over the updates since the last log line."""
+
+    t0: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    items: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    grad_norm: float = 0.0
+    lr: float = 0.0
+
+    def reset(self) -> None:
+        self.t0, self.steps, self.items = time.perf_counter(), 0, 0
+        self.sums, self.counts, self.grad_norm = {}, {}, 0.0
+
+    def add(self, losses: dict[str, Any], items: int) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.items += items
+
+
+# --------------------------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Trains `model` on `train_loader` with AdamW, warmup + schedule, accumulation, clipping and optional bf16.
+
+    loss_fn(model, batch) -> {"loss": scalar tensor (a mean over the batch), other entries logged};
+    validate_fn(model) -> {metric name: value} (called in eval mode under no_grad; None: no validation, no best);
+    save_model_fn(model, path, info) writes a model bundle at `path` (info: step, epoch, metrics);
+    batch_size_fn(batch) -> number of items (for items/s). Batches that are None are skipped and counted.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        out_dir: Path,
+        train_loader: Iterable,
+        loss_fn: Callable[[nn.Module, Any], dict[str, Tensor]],
+        validate_fn: Callable[[nn.Module], dict[str, float]] | None,
+        save_model_fn: Callable[[nn.Module, Path, dict], None],
+        batch_size_fn: Callable[[Any], int] = first_tensor_len,
+        device: str | torch.device = "cpu",
+    ):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.train_loader = train_loader
+        self.loss_fn = loss_fn
+        self.validate_fn = validate_fn
+        self.save_model_fn = save_model_fn
+        self.batch_size_fn = batch_size_fn
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            param_groups(model, config.weight_decay), lr=config.lr, betas=tuple(config.betas)
+        )
+        self.scheduler = build_scheduler(self.optimizer, config, self._horizon())
+        # progress, saved in checkpoints
+        self.step = 0  # optimizer updates taken
+        self.epoch = 0  # completed passes over the loader
+        self.batches_in_epoch = 0  # batches drawn in the current pass (None and skipped ones included)
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.metrics: dict[str, float] = {}  # of the last validation
+        self.bad_batches = 0
+        self.empty_batches = 0
+        self.elapsed_before = 0.0  # seconds trained before this run (resume)
+        self._epoch_rng: dict[str, Any] | None = None  # RNG state when the current pass's iterator was created
+        # this run only
+        self._bad_in_a_row = 0
+        self._last_valid_step: int | None = None
+        self._last_ckpt_step: int | None = None
+        self._overhead = 0.0  # seconds of validation / checkpointing / resume skipping
+        self._items = 0
+        self._t0 = time.perf_counter()
+        self._bar: tqdm | None = None
+        self.log: CSVLog | None = None
+
+    def _horizon(self) -> int | None:
+        cfg = self.config
+        if cfg.schedule != "cosine":
+            return None
+        if cfg.schedule_steps is not None:
+            return cfg.schedule_steps
+        if cfg.max_steps is not None:
+            return cfg.max_steps
+        try:
+            length = len(self.train_loader)  # type: ignore[arg-type]
+        except TypeError:  # no __len__, or an IterableDataset without one
+            length = 0
+        if cfg.max_epochs is not None and length > 0:
+            return max(1, cfg.max_epochs * length // cfg.accum_steps)
+        raise ToolkitError(
+            "the cosine schedule needs a horizon: set max_steps or schedule_steps "
+            "(max_epochs alone works only with a loader that has a length)"
+        )
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until a limit of the config is reached; validate, checkpoint and save the final bundle."""
+        cfg = self.config
+        self._t0 = time.perf_counter()
+        self._start(resume)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", desc="training",
+                         disable=not sys.stderr.isatty(), dynamic_ncols=True)
+        try:
+            stop, micro, win = self._loop()
+        finally:
+            self._bar.close()
+        if micro:  # a partial accumulation at the end of training is dropped
+            self.optimizer.zero_grad(set_to_none=True)
+        return self._finish(win, stop)
+
+    def _loop(self) -> tuple[str | None, int, _Window]:
+        """Passes over the loader until a limit is reached: (why it stopped, pending batches, last log window)."""
+        cfg = self.config
+        win = _Window()
+        micro = 0  # usable batches accumulated toward the next update
+        stop = self._limit_reached()
+        while stop is None:
+            resumed_mid_epoch = self.batches_in_epoch > 0
+            usable = 0
+            for batch in self._epoch_iterator():
+                self.batches_in_epoch += 1
+                if batch is None:  # the loader dropped every item of this batch
+                    self.empty_batches += 1
+                    continue
+                usable += 1
+                micro += self._forward_backward(batch, win)
+                if micro < cfg.accum_steps:
+                    continue
+                micro = 0
+                if not self._update(win):
+                    continue
+                self._bar.update(1)
+                stop = self._limit_reached()
+                if stop is not None:
+                    break
+                validate = self.step % cfg.valid_every == 0
+                if validate or self.step % cfg.log_every == 0:
+                    self._report(win, validate)
+            else:  # the pass is over
+                if usable == 0 and not resumed_mid_epoch:
+                    raise ToolkitError(
+                        f"the training loader yielded no usable batch in epoch {self.epoch} "
+                        f"({self.batches_in_epoch} batches, all None): check the data"
+                    )
+                self.epoch += 1
+                self.batches_in_epoch = 0
+                stop = self._limit_reached()
+        return stop, micro, win
+
+    def _epoch_iterator(self) -> Iterator:
+        """The loader's iterator for the current pass; after a resume mid-pass, the batches already trained on
+        are drawn again (under the RNG state of the pass's start, so in the same order) and dropped."""
+        loader = self.train_loader
+        seen: set[int] = set()
+        for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+            if obj is not None and id(obj) not in seen and callable(getattr(obj, "set_epoch", None)):
+                seen.add(id(obj))
+                obj.set_epoch(self.epoch)
+        skip = self.batches_in_epoch
+        if skip == 0:
+            self._epoch_rng = rng_state()
+            return iter(loader)
+        t = time.perf_counter()
+        self._echo(f"resuming: drawing and dropping the {skip} batches of epoch {self.epoch} already trained on")
+        now = rng_state()
+        if self._epoch_rng is not None:
+            set_rng_state(self._epoch_rng)
+        it = iter(loader)
+        for i in range(skip):
+            if next(it, StopIteration) is StopIteration:
+                self._echo(f"warning: epoch {self.epoch} has only {i} batches now, {skip} before; the loader changed")
+                break
+        set_rng_state(now)
+        self._overhead += time.perf_counter() - t
+        return it
+
+    def _forward_backward(self, batch: Any, win: _Window) -> int:
+        """Loss and backward of one batch (scaled by 1 / accum_steps); 0 if its loss was not finite, else 1."""
+        batch = move_to(batch, self.device)
+        items = self.batch_size_fn(batch)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp == "bf16"):
+            out = self.loss_fn(self.model, batch)
+        if not isinstance(out, dict) or not isinstance(out.get("loss"), Tensor) or out["loss"].dim() != 0:
+            raise TypeError("loss_fn must return a dict whose 'loss' is a scalar tensor (a mean over the batch)")
+        loss = out["loss"].float()
+        if not torch.isfinite(loss):
+            self._bad(f"loss {loss.item()}")
+            return 0
+        (loss / self.config.accum_steps).backward()
+        win.add({k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}, items)
+        self._items += items
+        return 1
+
+    def _update(self, win: _Window) -> bool:
+        """Clip, step the optimizer and the schedule; skip (False) when the gradient norm is not finite."""
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        if not torch.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._bad("gradient norm")
+            return False
+        win.lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._bad_in_a_row = 0
+        win.steps += 1
+        win.grad_norm += float(norm)
+        return True
+
+    def _bad(self, what: str) -> None:
+        self.bad_batches += 1
+        self._bad_in_a_row += 1
+        if self.bad_batches <= 10:
+            self._echo(f"skipped: non-finite {what} at step {self.step} (epoch {self.epoch})")
+        if self._bad_in_a_row >= self.config.max_bad_steps:
+            raise ToolkitError(
+                f"training stopped at step {self.step}: {self._bad_in_a_row} non-finite losses or gradients in a row "
+                f"(max_bad_steps={self.config.max_bad_steps}); lower lr, check the data, or try amp: none"
+            )
+
+    def _limit_reached(self) -> str | None:
+        cfg = self.config
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            return "max_steps"
+        if cfg.max_epochs is not None and self.epoch >= cfg.max_epochs:
+            return "max_epochs"
+        if cfg.max_minutes is not None and self._elapsed() >= cfg.max_minutes * 60:
+            return "max_minutes"
+        return None
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._t0
+
+    # ------------------------------------------------------------------------------------------ reporting
+
+    def _echo(self, msg: str) -> None:
+        tqdm.write(msg)
+
+    def _report(self, win: _Window, validate: bool) -> None:
+        """Write a CSV row of the training window and / or a validation (+ best bundle, checkpoint, plot)."""
+        row: dict[str, Any] = {"step": self.step, "epoch": self.epoch}
+        if win.steps:
+            seconds = max(time.perf_counter() - win.t0, 1e-9)
+            row.update({k: win.sums[k] / win.counts[k] for k in ["loss", *sorted(k for k in win.sums if k != "loss")]})
+            row.update(lr=win.lr, grad_norm=win.grad_norm / win.steps, items_per_s=win.items / seconds,
+                       elapsed_s=self._elapsed())
+            postfix = {"loss": f"{row['loss']:.4g}", "lr": f"{win.lr:.2e}", "items/s": f"{row['items_per_s']:.0f}"}
+            if self._bar is not None and not self._bar.disable:
+                self._bar.set_postfix(postfix)
+            else:
+                shown = " | ".join(f"{k} {v}" for k, v in postfix.items())
+                self._echo(f"step {self.step} | epoch {self.epoch} | {shown}")
+            win.reset()
+        if not validate:
+            self.log.write(row)
+            return
+        t = time.perf_counter()
+        metrics = self._validate()
+        self.metrics, self._last_valid_step = metrics, self.step
+        improved = self._update_best(metrics)
+        row.update({f"valid_{k}": v for k, v in metrics.items()})
+        self.log.write(row)
+        if metrics:
+            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            self._echo(f"valid step {self.step}: {shown}" + (" (best)" if improved else ""))
+        self._checkpoint()
+        plot_curves(self.log, self.out_dir / PLOT_FILE, self.config.metric)
+        dt = time.perf_counter() - t
+        self._overhead += dt
+        win.t0 += dt
+
+    def _validate(self) -> dict[str, float]:
+        if self.validate_fn is None:
+            return {}
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                metrics = self.validate_fn(self.model)
+        finally:
+            self.model.train()
+        return {str(k): float(v) for k, v in metrics.items()}
+
+    def _update_best(self, metrics: dict[str, float]) -> bool:
+        cfg = self.config
+        if not metrics:
+            return False
+        if cfg.metric not in metrics:
+            raise ToolkitError(
+                f"the validation returned no {cfg.metric!r} (it returned {', '.join(metrics)}); "
+                "set metric to one of them"
+            )
+        value = metrics[cfg.metric]
+        better = self.best_metric is None or (value < self.best_metric if cfg.metric_mode == "min"
+                                              else value > self.best_metric)
+        if not math.isfinite(value) or not better:
+            return False
+        self.best_metric, self.best_step = value, self.step
+        self.save_model_fn(self.model, self.out_dir / "best", self._info(metrics))
+        return True
+
+    def _info(self, metrics: dict[str, float]) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "metrics": dict(metrics), "metric": self.config.metric}
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self) -> None:
+        state = {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+            "best_metric": self.best_metric,
+            "best_step": self.best_step,
+            "metrics": self.metrics,
+            "bad_batches": self.bad_batches,
+            "empty_batches": self.empty_batches,
+            "elapsed_s": self._elapsed(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "epoch_rng": self._epoch_rng,
+        }
+        meta = {k: state[k] for k in ("step", "epoch", "batches_in_epoch", "metrics", "best_metric", "best_step")}
+        meta.update(format="toolkit-train-checkpoint", version=STATE_VERSION, config=to_dict(self.config),
+                    saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        save_checkpoint(self.ckpt_dir, self.step, self.model.state_dict(), state, meta)
+        prune(self.ckpt_dir, self.config.keep_last)
+        self._last_ckpt_step = self.step
+
+    def _start(self, resume: bool) -> None:
+        """Check the output folder, then restore the newest checkpoint (resume) or seed the RNGs (fresh start)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        latest = latest_checkpoint(self.ckpt_dir)
+        if resume:
+            if latest is None:
+                raise ToolkitError(f"{self.ckpt_dir}: no checkpoint to resume from; start without --resume")
+            self._restore(latest)
+        elif latest is not None:
+            raise ToolkitError(
+                f"{self.out_dir} already holds a training run (latest checkpoint {latest.name}); "
+                "pass --resume to continue it, or choose another output folder"
+            )
+        else:
+            seed_everything(self.config.seed)
+        remove_partial(self.ckpt_dir)
+        self.log = CSVLog(self.out_dir / LOG_FILE, keep_until_step=self.step if resume else None)
+
+    def _restore(self, path: Path) -> None:
+        state = load_trainer_state(path)  # first: a malicious file is refused before anything else is touched
+        weights = load_model_state(path)
+        check_state_dict(self.model, weights, path / WEIGHTS_FILE)
+        self.model.load_state_dict(weights)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step, self.epoch = int(state["step"]), int(state["epoch"])
+            self.batches_in_epoch = int(state["batches_in_epoch"])
+            self.best_metric, self.best_step = state["best_metric"], state["best_step"]
+            self.metrics = dict(state["metrics"])
+            self.bad_batches, self.empty_batches = int(state["bad_batches"]), int(state["empty_batches"])
+            self.elapsed_before = float(state["elapsed_s"])
+            self._epoch_rng = state["epoch_rng"]
+            set_rng_state(state["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            msg = " ".join(str(e).split())[:200]
+            raise ToolkitError(f"{path}: the trainer state does not fit this model or trainer ({msg})") from None
+        self._last_valid_step = self._last_ckpt_step = self.step
+        self._echo(f"resumed from {path} (step {self.step}, epoch {self.epoch}, batch {self.batches_in_epoch})")
+
+    # ------------------------------------------------------------------------------------------ the end
+
+    def _finish(self, win: _Window, stop: str | None) -> TrainResult:
+        """Last validation + checkpoint, optional checkpoint averaging, the final bundle, the summary."""
+        cfg = self.config
+        if win.steps or self._last_valid_step != self.step:
+            self._report(win, validate=self._last_valid_step != self.step)
+        if self._last_ckpt_step != self.step:
+            self._checkpoint()
+        final_metrics = dict(self.metrics)
+        averaged: list[str] = []
+        if cfg.average_last > 1:
+            paths = list_checkpoints(self.ckpt_dir)[-cfg.average_last:]
+            if len(paths) > 1:
+                self.model.load_state_dict(average_checkpoints(paths))
+                final_metrics = self._validate()
+                averaged = [p.name for p in paths]
+                shown = " ".join(f"{k}={v:.4g}" for k, v in final_metrics.items())
+                self._echo(f"final model: average of {', '.join(averaged)}" + (f": {shown}" if shown else ""))
+            else:
+                self._echo("final model: only one checkpoint, nothing to average; the last weights are final")
+        final_path = self.out_dir / "final"
+        self.save_model_fn(self.model, final_path, self._info(final_metrics) | {"averaged": averaged})
+        plot_curves(self.log, self.out_dir / PLOT_FILE, cfg.metric)
+        run_seconds = time.perf_counter() - self._t0
+        best_text = ""
+        if self.best_step is not None:
+            best_text = f"; best {cfg.metric} {self.best_metric:.4g} at step {self.best_step}"
+        self._echo(
+            f"done: {self.step} updates, {self.epoch} epochs ({stop}); skipped {self.bad_batches} non-finite and "
+            f"{self.empty_batches} empty (None) batches{best_text}"
+        )
+        best = self.out_dir / "best"
+        return TrainResult(
+            steps=self.step,
+            epochs=self.epoch,
+            best_metric=self.best_metric,
+            best_step=self.best_step,
+            final_metrics=final_metrics,
+            seconds=self._elapsed(),
+            items_per_second=self._items / max(run_seconds - self._overhead, 1e-9),
+            best_path=best if best.exists() else None,
+            final_path=final_path,
+            bad_batches=self.bad_batches,
+            empty_batches=self.empty_batches,
+            stop_reason=stop or "",
+            averaged=averaged,
+        )
