@@ -133,3 +133,13 @@ def test_coco_recipe_end_to_end(tmp_path):
     backbone = load_model(exp / "frozen/final").model.encoder.backbone.state_dict()
     source = load_file(weights)
     assert torch.equal(backbone["conv1.0.weight"], source["conv1.0.weight"])
+
+
+@pytest.mark.parametrize("config", sorted(ROOT.glob("recipes/*_caption/conf/*.yaml")), ids=lambda p: p.name)
+def test_recipe_configs_are_valid(config):
+    from toolkit.config import load_config
+    from toolkit.tasks.caption import CaptionExperiment
+
+    exp = load_config(CaptionExperiment, config)
+    assert exp.task == "caption" and exp.train.metric in {"exact_match", "CIDEr-D"}
+    assert exp.model.encoder["name"] == "timm"
