@@ -71,13 +71,17 @@ def _fail(path: PathLike, where: str, problem: str) -> CaptionFileError:
     return CaptionFileError(" ".join(f"{path}: {where}: {problem}".split()) if where else f"{path}: {problem}")
 
 
-def _load_json(path: PathLike) -> Any:
+def _read_bytes(path: PathLike) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise CaptionFileError(f"{path}: caption file not found") from None
     except OSError as e:
         raise CaptionFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def _load_json(path: PathLike) -> Any:
+    data = _read_bytes(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -260,12 +264,7 @@ def read_jsonl(
     other keys are ignored; `image_id` defaults to the "image" value as written. A broken line, a missing field,
     a wrong type or non-UTF-8 bytes raise a one-line `CaptionFileError` naming `file:line` (and the field).
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CaptionFileError(f"{path}: caption file not found") from None
-    except OSError as e:
-        raise CaptionFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+    data = _read_bytes(path)
     root = Path(image_root) if image_root is not None else Path(path).parent
     records = []
     for n, raw in enumerate(data.split(b"\n"), start=1):
