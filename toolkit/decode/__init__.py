@@ -1,6 +1,7 @@
 """Search strategies over the attention decoder, kept outside the modules (openai/whisper's decoding.py idea).
 
     hyps = decode(model, x, lengths, DecodingOptions(beam_size=4))   # best hypothesis per input
+    hyps = decode(model, x, lengths, DecodingOptions(beam_size=4, ctc_weight=0.3))   # joint CTC/attention
 """
 
 from __future__ import annotations
@@ -9,17 +10,34 @@ import torch
 from torch import Tensor
 
 from toolkit.decode.beam import BeamSearch
+from toolkit.decode.ctc import CTCPrefixScorer, CTCPrefixState, ctc_greedy, ctc_greedy_search, ctc_greedy_with_frames
 from toolkit.decode.greedy import GreedySearch
+from toolkit.decode.joint import JointCTCAttentionSearch
 from toolkit.decode.options import DecodingOptions, Hypothesis
 from toolkit.model.base import EncoderDecoder, EncoderOutput
 
-__all__ = ["BeamSearch", "DecodingOptions", "GreedySearch", "Hypothesis", "decode", "search"]
+__all__ = [
+    "BeamSearch", "CTCPrefixScorer", "CTCPrefixState", "DecodingOptions", "GreedySearch", "Hypothesis",
+    "JointCTCAttentionSearch", "ctc_greedy", "ctc_greedy_search", "ctc_greedy_with_frames", "decode", "search",
+]
 
 
 def search(model: EncoderDecoder, enc_out: EncoderOutput, options: DecodingOptions) -> list[list[Hypothesis]]:
-    """Run the strategy `options` selects (greedy for beam 1) over encoded inputs; n-best lists per input."""
+    """Run the strategy `options` selects over encoded inputs; n-best lists per input.
+
+    ctc_weight > 0 (the model must have a CTC head): joint CTC/attention beam search (beam 1 included);
+    otherwise greedy for beam 1, beam search above. A model with a CTC head and no decoder: CTC greedy.
+    """
+    ctc_head = getattr(model, "ctc_head", None)
     if model.decoder is None:
-        raise ValueError("this model has no attention decoder to search with")
+        if ctc_head is None:
+            raise ValueError("this model has no attention decoder to search with")
+        with torch.no_grad():
+            return ctc_greedy_search(ctc_head(enc_out.memory), enc_out.lengths)
+    if options.ctc_weight > 0:
+        if ctc_head is None:
+            raise ValueError(f"ctc_weight {options.ctc_weight} needs a model with a CTC head")
+        return JointCTCAttentionSearch(options).search(model.decoder, ctc_head, enc_out)
     strategy = GreedySearch(options) if options.beam_size == 1 else BeamSearch(options)
     return strategy.search(model.decoder, enc_out)
 

@@ -24,6 +24,9 @@ class DecodingOptions:
     repetition_limit:   a hypothesis may repeat the same n-gram (n <= repetition_max_ngram) at most this
                         many times in a row; the token that would start one more copy is banned. 0 = off.
     nbest:              hypotheses returned per input by beam search (<= beam_size).
+    ctc_weight:         lambda of joint CTC/attention decoding (`JointCTCAttentionSearch`): a token extends a
+                        hypothesis by (1 - lambda) * attention logp + lambda * CTC prefix score gain. 0 = plain
+                        attention search; used only with a model that has a CTC head.
     """
 
     beam_size: int = 1
@@ -34,6 +37,7 @@ class DecodingOptions:
     repetition_limit: int = 4
     repetition_max_ngram: int = 8
     nbest: int = 1
+    ctc_weight: float = 0.0
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_length < 1 or self.nbest < 1:
@@ -42,6 +46,8 @@ class DecodingOptions:
             raise ValueError(f"nbest {self.nbest} exceeds beam_size {self.beam_size}")
         if not 0 <= self.min_length <= self.max_length:
             raise ValueError(f"min_length {self.min_length} must be in [0, max_length]")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight {self.ctc_weight} must be in [0, 1]")
 
 
 @dataclass

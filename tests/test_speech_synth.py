@@ -1,0 +1,336 @@
+"""The synthetic speech corpus: text normalisation, text sources, voices, augmentation, splits, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from toolkit.data.synth import augment, text_corpus, voices
+from toolkit.data.synth.speech import SPLITS, SpeechSynthConfig, make_speech_corpus, plan_corpus, split_voices
+from toolkit.data.synth.text_normalize import (is_clean_transcript, normalize_transcript, number_to_words,
+                                               ordinal_words, spoken_form)
+from toolkit.data.synth.voices import Speaker, Voice
+from toolkit.errors import ConfigError, ToolkitError
+
+HAVE_ESPEAK = shutil.which("espeak-ng") is not None
+HAVE_FLITE = shutil.which("flite") is not None
+HAVE_TEXT = text_corpus.FORTUNE_DIR.is_dir() and (text_corpus.WORDNET_DIR / "data.noun").is_file()
+needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng not installed (apt-get install espeak-ng)")
+needs_text = pytest.mark.skipif(not HAVE_TEXT, reason="text packages missing (apt-get install fortunes-min "
+                                                      "fortunes wordnet-base)")
+CLEAN = re.compile(r"[a-z' ]+")
+
+
+def tiny_config(**kw) -> SpeechSynthConfig:
+    base = dict(train=6, valid=2, test_seen=2, test_heldout=2, seed=3)
+    if not HAVE_FLITE:
+        base.update(flite_voices=(), held_out_accents=("en-gb-x-gbclan", "en-us-nyc"))
+    base.update(kw)
+    return SpeechSynthConfig(**base)
+
+
+# ------------------------------------------------------------------------------------------- normalisation
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("In 1984, 3 cats ate 25% of $4.50",
+     "in nineteen eighty four three cats ate twenty five percent of four dollars fifty cents"),
+    ("Mr. Smith's 2nd car cost $5 million in the 1960s.",
+     "mister smith's second car cost five million dollars in the nineteen sixties"),
+    ("1,250,000 people & 7 dogs", "one million two hundred fifty thousand people and seven dogs"),
+    ("It's 3.14, not -7, at 10:30 or 9:05 or 3:00.",
+     "it's three point one four not minus seven at ten thirty or nine oh five or three o'clock"),
+    ('"Don\'t," said the students\' teacher -- twice!', "don't said the students teacher twice"),
+    ("The 21st of 100 years: 2005, 1905 and 1900", "the twenty first of one hundred years two thousand five "
+     "nineteen oh five and nineteen hundred"),
+    ("Café au lait for £1 and $0.01 (e.g. #5)", "cafe au lait for one pound and one cent for example number five"),
+    ("Pages 10-20 of the '80s   were   FUN", "pages ten to twenty of the eighties were fun"),
+    ("Agent 007 read 2,000 books", "agent zero zero seven read two thousand books"),
+])
+def test_normalize_transcript_table(text, expected):
+    assert normalize_transcript(text) == expected
+    assert spoken_form(text).translate(str.maketrans("", "", ".,;:!?")) == expected  # same words, pauses kept
+
+
+@pytest.mark.parametrize("n, words", [
+    (0, "zero"), (13, "thirteen"), (40, "forty"), (99, "ninety nine"), (101, "one hundred one"),
+    (1000, "one thousand"), (1001, "one thousand one"), (12345, "twelve thousand three hundred forty five"),
+    (2_500_000, "two million five hundred thousand"), (999_999_999, "nine hundred ninety nine million nine hundred "
+                                                       "ninety nine thousand nine hundred ninety nine"),
+])
+def test_number_to_words(n, words):
+    assert number_to_words(n) == words
+
+
+@pytest.mark.parametrize("n, words", [(1, "first"), (2, "second"), (3, "third"), (11, "eleventh"), (12, "twelfth"),
+                                      (20, "twentieth"), (21, "twenty first"), (100, "one hundredth")])
+def test_ordinal_words(n, words):
+    assert ordinal_words(n) == words
+
+
+@pytest.mark.parametrize("text", ["see x/y", "an mp3 file", "a <b> tag", "snake_case"])
+def test_unspeakable_characters_are_left_for_the_filter(text):
+    assert not is_clean_transcript(normalize_transcript(text))
+
+
+@needs_text
+def test_text_sources_give_clean_speakable_sentences():
+    sentences = text_corpus.load_sentences(("fortunes", "wordnet"), 3, 20)
+    assert len(sentences) > 20000
+    texts = [normalize_transcript(s) for s in sentences]
+    assert all(CLEAN.fullmatch(t) and 3 <= len(t.split()) <= 20 for t in texts)
+    assert len(set(texts)) == len(texts) and texts == sorted(texts)
+    assert text_corpus.load_sentences(("fortunes", "wordnet"), 3, 20) == sentences  # deterministic
+
+
+def test_missing_text_package_is_a_one_line_error(tmp_path):
+    with pytest.raises(ToolkitError, match=r"apt-get install fortunes") as e:
+        text_corpus.fortune_sentences(tmp_path)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ToolkitError, match=r"apt-get install wordnet-base"):
+        text_corpus.wordnet_sentences(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- augmentation
+
+
+def _tone(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(len(t))
+            ).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", augment.NOISE_KINDS)
+@pytest.mark.parametrize("snr", [0.0, 10.0, 20.0])
+def test_add_noise_hits_the_requested_snr(kind, snr):
+    x = _tone()
+    y = augment.add_noise(x, snr, kind, np.random.default_rng(1))
+    noise = y.astype(np.float64) - x
+    measured = 10 * np.log10(np.sum(x.astype(np.float64) ** 2) / np.sum(noise**2))
+    assert abs(measured - snr) < 0.5
+
+
+def test_noise_kinds_have_their_spectra():
+    rng = np.random.default_rng(0)
+    freqs = np.fft.rfftfreq(32000, 1 / 16000)
+    share_low = {}
+    for kind in augment.NOISE_KINDS:
+        power = np.abs(np.fft.rfft(augment.make_noise(kind, 32000, rng))) ** 2
+        share_low[kind] = power[freqs < 1000].sum() / power.sum()
+    assert share_low["white"] < 0.2 < share_low["pink"]  # white is flat: 1/8 of the band below 1 kHz
+    babble = augment.make_noise("babble", 32000, rng)
+    power = np.abs(np.fft.rfft(babble)) ** 2
+    assert power[freqs > 4500].sum() / power.sum() < 1e-4  # speech band only (AM sidebands aside)
+    envelope = np.sqrt(np.convolve(babble**2, np.ones(400) / 400, mode="valid"))
+    assert envelope.std() / envelope.mean() > 0.2  # it fluctuates, unlike steady noise
+
+
+def test_telephone_removes_energy_above_4khz():
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    y = augment.telephone(x)
+    freqs = np.fft.rfftfreq(len(y), 1 / 16000)
+    power_in, power_out = np.abs(np.fft.rfft(x)) ** 2, np.abs(np.fft.rfft(y)) ** 2
+    assert power_in[freqs > 4000].sum() / power_in.sum() > 0.4
+    assert power_out[freqs > 4000].sum() / power_out.sum() < 1e-3
+    assert power_out[freqs < 200].sum() / power_out.sum() < 1e-3
+    assert len(y) == len(x)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturbation_changes_duration_by_the_factor(factor):
+    x = _tone(2.0)
+    y = augment.speed_perturb(x, factor)
+    assert abs(len(y) - len(x) / factor) <= 2
+
+
+def test_reverb_keeps_length_and_level_and_decays():
+    x = _tone()
+    y = augment.reverberate(x, 0.5, np.random.default_rng(0))
+    assert len(y) == len(x) and not np.allclose(x, y)
+    assert np.sqrt(np.mean(y**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-3)
+    h = augment.room_impulse_response(0.5, np.random.default_rng(0))
+    early, late = np.abs(h[800:1600]).mean(), np.abs(h[6400:7200]).mean()
+    assert late < early / 10 and h[0] == 1.0
+
+
+def test_augmentation_is_seeded():
+    import random
+
+    cfg = augment.AugmentConfig(noise_prob=1, reverb_prob=1, speed_prob=1, telephone_prob=1)
+    aug = augment.sample_augmentation(random.Random(5), cfg)
+    assert aug == augment.sample_augmentation(random.Random(5), cfg) and set(aug) == {"speed", "reverb", "noise",
+                                                                                        "telephone"}
+    x = _tone()
+    np.testing.assert_array_equal(augment.apply_augmentation(x, aug, 7), augment.apply_augmentation(x, aug, 7))
+    assert not np.array_equal(augment.apply_augmentation(x, aug, 7), augment.apply_augmentation(x, aug, 8))
+    assert augment.sample_augmentation(random.Random(5), augment.AugmentConfig(0, (5, 25), ("white",), 0, (0.2, 0.3),
+                                                                               0, (1.1,), 0)) == {}
+
+
+# ------------------------------------------------------------------------------------------- voices and splits
+
+
+def test_voice_ids_round_trip():
+    for v in (Voice("espeak", "en-gb-scotland", "f2"), Voice("flite", "flite-slt")):
+        assert Voice.parse(v.id) == v
+    assert Speaker(Voice("espeak", "en-us", "m3"), 1.15, -15).id == "espeak:en-us+m3:r1.15:p-15"
+    with pytest.raises(ToolkitError, match="voice 'en-us'"):
+        Voice.parse("en-us")
+
+
+@needs_text
+def test_held_out_voices_never_reach_training():
+    cfg = replace(tiny_config(), train=400, valid=20, test_seen=40, test_heldout=60)
+    plan = plan_corpus(cfg)
+    train_voices, heldout_voices = split_voices(cfg)
+    seen = {u.speaker.voice for s in ("train", "valid", "test_seen") for u in plan[s]}
+    held = {u.speaker.voice for u in plan["test_heldout"]}
+    assert seen <= set(train_voices) and held <= set(heldout_voices) and len(held) > 1
+    assert not {v.accent for v in seen} & {v.accent for v in held}
+    assert not {v.variant for v in seen if v.variant} & {v.variant for v in held if v.variant}
+    assert {v.accent for v in held} <= set(cfg.held_out_accents)
+    assert {v.variant for v in held if v.variant} <= set(cfg.held_out_variants)
+    texts = {s: {u.text for u in plan[s]} for s in SPLITS}
+    for a in SPLITS:  # evaluation sentences are never seen anywhere else
+        for b in SPLITS:
+            if a != b and "train" != a:
+                assert not texts[a] & texts[b], (a, b)
+    assert all(not u.augment for s in ("valid", "test_seen", "test_heldout") for u in plan[s])
+    assert any(u.augment for u in plan["train"])
+
+
+@needs_text
+def test_plan_is_a_function_of_the_seed():
+    a, b, c = plan_corpus(tiny_config()), plan_corpus(tiny_config(workers=1)), plan_corpus(tiny_config(seed=4))
+    assert a == b
+    assert [u.text for u in a["train"]] != [u.text for u in c["train"]]
+
+
+def test_bad_held_out_lists_are_config_errors():
+    with pytest.raises(ConfigError, match="held_out_variants: 'm9'"):
+        SpeechSynthConfig(held_out_variants=("m9",))
+    with pytest.raises(ConfigError, match="no voice is left for training"):
+        SpeechSynthConfig(held_out_accents=voices.ESPEAK_ACCENTS + tuple(f"flite-{v}" for v in voices.FLITE_VOICES))
+
+
+@pytest.mark.parametrize("engine, binary", [("espeak", "espeak-ng"), ("flite", "flite")])
+def test_missing_synthesiser_is_a_one_line_error(monkeypatch, tmp_path, engine, binary):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing to run
+    voice = Voice("espeak", "en-us", "m3") if engine == "espeak" else Voice("flite", "flite-slt")
+    for call in (lambda: voices.check_voices([voice]), lambda: voices.synthesize(Speaker(voice), "hello there")):
+        with pytest.raises(ToolkitError) as e:
+            call()
+        assert str(e.value) == f"{binary} not found: install it with `apt-get install {binary}`"
+
+
+@needs_text
+def test_make_corpus_without_espeak_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(voices.shutil, "which", lambda name: None)
+    with pytest.raises(ToolkitError, match=r"^espeak-ng not found: install it with `apt-get install espeak-ng`$"):
+        make_speech_corpus(tmp_path / "c", tiny_config(), progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+# ------------------------------------------------------------------------------------------- a tiny corpus
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    if not (HAVE_ESPEAK and HAVE_TEXT):
+        pytest.skip("espeak-ng or the text packages are not installed")
+    root = tmp_path_factory.mktemp("speech")
+    a = make_speech_corpus(root / "a", tiny_config(workers=2), progress=False)
+    b = make_speech_corpus(root / "b", tiny_config(workers=1), progress=False)
+    return a, b
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_tiny_corpus_manifests_and_audio(corpora):
+    paths, _ = corpora
+    cfg = tiny_config()
+    assert set(paths) == set(SPLITS)
+    for split, path in paths.items():
+        rows = _rows(path)
+        assert len(rows) == getattr(cfg, split)
+        for row in rows:
+            assert {"id", "audio", "text", "duration", "speaker", "voice", "accent"} <= set(row)
+            assert CLEAN.fullmatch(row["text"]) and row["speaker"].startswith(row["voice"] + ":")
+            assert Voice.parse(row["voice"]).accent == row["accent"]
+            wav = path.parent / row["audio"]
+            assert wav == path.parent / "wav" / split / f"{row['id']}.wav"
+            info = sf.info(str(wav))
+            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+            assert abs(info.frames / 16000 - row["duration"]) < 1e-3 and 0.5 < row["duration"] < 20
+            audio, _ = sf.read(str(wav))
+            assert 0.5 < np.abs(audio).max() <= 0.91
+            lead = np.flatnonzero(np.abs(audio) > 0.02)
+            assert lead[0] / 16000 < 0.3 and (len(audio) - lead[-1]) / 16000 < 0.3  # silence trimmed
+
+
+def test_tiny_corpus_held_out_split(corpora):
+    paths, _ = corpora
+    train = _rows(paths["train"])
+    held = _rows(paths["test_heldout"])
+    train_voices = [Voice.parse(r["voice"]) for r in train]
+    for row in held:
+        v = Voice.parse(row["voice"])
+        assert v.accent not in {t.accent for t in train_voices}
+        assert not v.variant or v.variant not in {t.variant for t in train_voices}
+    train_texts = {r["text"] for r in train}
+    for split in ("valid", "test_seen", "test_heldout"):
+        assert not train_texts & {r["text"] for r in _rows(paths[split])}
+
+
+def test_tiny_corpus_is_reproducible_byte_for_byte(corpora):
+    a, b = corpora
+    for split in SPLITS:
+        assert a[split].read_bytes() == b[split].read_bytes()
+        for row in _rows(a[split]):
+            assert (a[split].parent / row["audio"]).read_bytes() == (b[split].parent / row["audio"]).read_bytes()
+
+
+def test_rerun_reuses_finished_files_and_refuses_another_config(corpora):
+    _, paths = corpora
+    root = paths["train"].parent
+    wavs = sorted((root / "wav").rglob("*.wav"))
+    stamps = {p: p.stat().st_mtime_ns for p in wavs + list(paths.values())}
+    assert make_speech_corpus(root, tiny_config(workers=1), progress=False) == paths
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rewritten
+    kept, victim = (root / row["audio"] for row in _rows(paths["valid"]))
+    before, manifest = victim.read_bytes(), paths["valid"].read_bytes()
+    victim.unlink()  # an interrupted run: one wav and the manifest missing
+    paths["valid"].unlink()
+    make_speech_corpus(root, tiny_config(workers=1), progress=False)
+    assert victim.read_bytes() == before and paths["valid"].read_bytes() == manifest
+    assert kept.stat().st_mtime_ns == stamps[kept]  # the finished wav is reused, not synthesised again
+    with pytest.raises(ToolkitError, match=r"another config \(seed: 3, now 4\)"):
+        make_speech_corpus(root, tiny_config(seed=4, workers=1), progress=False)
+
+
+@needs_espeak
+def test_espeak_is_deterministic_and_trimmed():
+    speaker = Speaker(Voice("espeak", "en-gb-scotland", "f2"), 1.15, 15)
+    x = voices.synthesize(speaker, "the oceans are teeming with life.", keep_silence=0.1)
+    np.testing.assert_array_equal(x, voices.synthesize(speaker, "the oceans are teeming with life.", 0.1))
+    loud = np.flatnonzero(np.abs(x) > 0.01 * np.abs(x).max())
+    for silence in (loud[0], len(x) - loud[-1]):  # espeak-ng gives ~0.01 s before and ~0.2 s after: padded, cut
+        assert 0.08 * 16000 <= silence <= 0.13 * 16000
+    slow = voices.synthesize(Speaker(speaker.voice, 0.85, 15), "the oceans are teeming with life.", 0.1)
+    assert len(slow) > 1.2 * len(x)
+
+
+@pytest.mark.skipif(not HAVE_FLITE, reason="flite not installed (apt-get install flite)")
+def test_flite_voice_speaks():
+    x = voices.synthesize(Speaker(Voice("flite", "flite-slt"), 1.0, 0), "a friend is a present you give yourself")
+    assert 1.0 < len(x) / 16000 < 5.0 and np.abs(x).max() > 0.1

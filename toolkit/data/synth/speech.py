@@ -1,0 +1,289 @@
+"""A synthetic speech corpus made offline: real English sentences spoken by many synthetic voices.
+
+    from toolkit.data.synth.speech import SpeechSynthConfig, make_speech_corpus
+    paths = make_speech_corpus("data/synth_speech", SpeechSynthConfig(train=3000, seed=0))  # {split: manifest}
+
+Text: sentences from Debian's fortune files and WordNet's example sentences (`text_corpus`), 3-20 words, written
+as `normalize_transcript` gives them (lowercase a-z, apostrophe, space; numbers and symbols spelled out). The
+synthesiser speaks exactly those words (with the sentence's pauses kept, `spoken_form`).
+
+Voices (`voices`): espeak-ng English accents x voice variants, plus flite voices (`flite_share` of the
+utterances), each at a rate from `rates` and a pitch offset from `pitches`; a speaker id names all four
+("espeak:en-gb-scotland+f2:r1.15:p-15").
+
+Splits (`out_dir/<split>.jsonl`, audio in `out_dir/wav/<split>/<id>.wav`, 16 kHz mono PCM16):
+    train         training voices, its own sentences (reused with other speakers only if the text runs out)
+    valid         training voices, sentences that no other split has
+    test_seen     training voices, sentences that no other split has
+    test_heldout  held-out voices: accents in `held_out_accents` spoken with variants in `held_out_variants` (and
+                  held-out flite voices, e.g. "flite-rms"); training never hears any of those accents or variants
+                  (voices that mix a held-out accent with a seen variant, or the reverse, are used nowhere).
+                  Sentences that no other split has.
+Default held-out: accents en-gb-x-gbclan (Lancaster), en-us-nyc (New York City) and flite's rms voice; variants
+m4, f3, klatt2. Training: en-gb, en-us, en-gb-x-rp, en-gb-scotland, en-gb-x-gbcwmd, en-029 x m1 m2 m3 m5 m6 m7 f1 f2
+f4 klatt klatt3 Annie edward, and flite's slt, awb, kal16.
+
+Augmentation (`augment`, splits in `augment_splits`, train only by default so the test splits measure voices and
+sentences, not noise): speed perturbation, reverberation, additive noise at a random SNR, telephone band.
+
+Manifest lines: {"id", "audio" (relative to the manifest's folder), "text", "duration" (s), "speaker", "voice",
+"accent", "augment" (the augmentations applied, {} for none)}.
+
+Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
+espeak-ng / flite are deterministic, so the same config gives the same corpus byte for byte, whatever `workers`.
+The config is recorded in `out_dir/speech_corpus.json`; re-running with the same config reuses what is there: a
+split whose manifest lists every planned utterance and whose wav files all exist is skipped, and otherwise only the
+missing wav files are synthesised (each wav and each manifest is written to a temporary file and renamed, so an
+interrupted run leaves no half-written file). A different config for the same folder is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from toolkit.data.synth.augment import AugmentConfig, apply_augmentation, sample_augmentation
+from toolkit.data.synth.text_corpus import SOURCES, load_sentences
+from toolkit.data.synth.text_normalize import normalize_transcript, spoken_form
+from toolkit.data.synth.voices import (ESPEAK_ACCENTS, ESPEAK_VARIANTS, FLITE_VOICES, SAMPLE_RATE, Speaker, Voice,
+                                       check_voices, synthesize)
+from toolkit.errors import ConfigError, ToolkitError
+
+__all__ = ["SPLITS", "SpeechSynthConfig", "Utterance", "make_speech_corpus", "normalize_transcript", "plan_corpus",
+           "split_voices"]
+SPLITS = ("train", "valid", "test_seen", "test_heldout")
+FORMAT = 1
+PEAK = 0.9  # every utterance is scaled to this peak amplitude
+
+
+@dataclass
+class SpeechSynthConfig:
+    """Sizes (utterances per split), text, voices, held-out lists, augmentation and parallelism of the corpus."""
+
+    train: int = 3000
+    valid: int = 200
+    test_seen: int = 300
+    test_heldout: int = 300
+    seed: int = 0
+    text_sources: tuple[str, ...] = ("fortunes", "wordnet")
+    min_words: int = 3
+    max_words: int = 20
+    accents: tuple[str, ...] = ESPEAK_ACCENTS
+    variants: tuple[str, ...] = ESPEAK_VARIANTS
+    flite_voices: tuple[str, ...] = FLITE_VOICES  # () for espeak-ng only
+    held_out_accents: tuple[str, ...] = ("en-gb-x-gbclan", "en-us-nyc", "flite-rms")
+    held_out_variants: tuple[str, ...] = ("m4", "f3", "klatt2")
+    flite_share: float = 0.15  # fraction of a split's utterances spoken by flite (when the split has flite voices)
+    rates: tuple[float, ...] = (0.85, 1.0, 1.15)
+    pitches: tuple[int, ...] = (-15, 0, 15)
+    keep_silence: float = 0.15  # seconds of silence kept at each end
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment_splits: tuple[str, ...] = ("train",)
+    workers: int | None = None  # worker processes; None: os.cpu_count()
+
+    def __post_init__(self) -> None:
+        where = "SpeechSynthConfig"
+        for split in SPLITS:
+            if getattr(self, split) < 0:
+                raise ConfigError(f"{where}.{split}: must be >= 0, got {getattr(self, split)}")
+        for name in ("text_sources", "augment_splits"):
+            known = SOURCES if name == "text_sources" else SPLITS
+            bad = [v for v in getattr(self, name) if v not in known]
+            if bad:
+                raise ConfigError(f"{where}.{name}: unknown {bad[0]!r} (choose from {', '.join(known)})")
+        flite_accents = [f"flite-{v}" for v in self.flite_voices]
+        bad = [a for a in self.held_out_accents if a not in self.accents and a not in flite_accents]
+        if bad:
+            raise ConfigError(f"{where}.held_out_accents: {bad[0]!r} is not in accents or flite-<flite_voices>")
+        bad = [v for v in self.held_out_variants if v not in self.variants]
+        if bad:
+            raise ConfigError(f"{where}.held_out_variants: {bad[0]!r} is not in variants")
+        if not 1 <= self.min_words <= self.max_words:
+            raise ConfigError(f"{where}.min_words/max_words: need 1 <= min_words <= max_words")
+        if not self.rates or any(r <= 0 for r in self.rates) or not self.pitches:
+            raise ConfigError(f"{where}.rates/pitches: need at least one of each, rates > 0")
+        if not 0.0 <= self.flite_share <= 1.0:
+            raise ConfigError(f"{where}.flite_share: must be in [0, 1], got {self.flite_share}")
+        train_voices, heldout_voices = split_voices(self)
+        if not train_voices:
+            raise ConfigError(f"{where}.held_out_accents/held_out_variants: no voice is left for training")
+        if self.test_heldout and not heldout_voices:
+            raise ConfigError(f"{where}.held_out_accents/held_out_variants: no held-out voice for test_heldout")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One planned utterance: what is said, by whom, with which augmentation (`seed` drives its random noise)."""
+
+    id: str
+    split: str
+    text: str
+    spoken: str
+    speaker: Speaker
+    augment: dict
+    seed: int
+
+
+def split_voices(config: SpeechSynthConfig) -> tuple[list[Voice], list[Voice]]:
+    """(training voices, held-out voices): training voices have neither a held-out accent nor a held-out variant;
+    held-out voices have both (a held-out flite voice counts as both)."""
+    accents, variants = set(config.held_out_accents), set(config.held_out_variants)
+    espeak = [Voice("espeak", a, v) for a in config.accents for v in config.variants]
+    flite = [Voice("flite", f"flite-{name}") for name in config.flite_voices]
+    train = [v for v in espeak if v.accent not in accents and v.variant not in variants]
+    train += [v for v in flite if v.accent not in accents]
+    heldout = [v for v in espeak if v.accent in accents and v.variant in variants]
+    heldout += [v for v in flite if v.accent in accents]
+    return train, heldout
+
+
+def _pick_voice(rng: random.Random, voices: list[Voice], flite_share: float) -> Voice:
+    espeak = [v for v in voices if v.engine == "espeak"]
+    flite = [v for v in voices if v.engine == "flite"]
+    if flite and (not espeak or rng.random() < flite_share):
+        return rng.choice(flite)
+    return rng.choice(espeak)
+
+
+def plan_corpus(config: SpeechSynthConfig) -> dict[str, list[Utterance]]:
+    """Every utterance of every split, a pure function of `config` (its `workers` aside)."""
+    sentences = load_sentences(config.text_sources, config.min_words, config.max_words)
+    random.Random(f"{config.seed}/text").shuffle(sentences)
+    n_eval = config.test_heldout + config.test_seen + config.valid
+    if n_eval >= len(sentences):
+        raise ToolkitError(f"SpeechSynthConfig: the evaluation splits need {n_eval} distinct sentences and the text "
+                           f"sources give {len(sentences)}; lower valid/test_seen/test_heldout or add text_sources")
+    pools, start = {}, 0
+    for split in ("test_heldout", "test_seen", "valid"):  # disjoint slices; train takes the rest
+        pools[split] = sentences[start:start + getattr(config, split)]
+        start += getattr(config, split)
+    rest = sentences[start:]
+    pools["train"] = [rest[i % len(rest)] for i in range(config.train)]
+    train_voices, heldout_voices = split_voices(config)
+    plan = {}
+    for split in SPLITS:
+        rng = random.Random(f"{config.seed}/{split}")
+        voices = heldout_voices if split == "test_heldout" else train_voices
+        utts = []
+        for i, sentence in enumerate(pools[split]):
+            speaker = Speaker(_pick_voice(rng, voices, config.flite_share), rng.choice(config.rates),
+                              rng.choice(config.pitches))
+            aug = sample_augmentation(rng, config.augment) if split in config.augment_splits else {}
+            utts.append(Utterance(f"{split}_{i:06d}", split, normalize_transcript(sentence), spoken_form(sentence),
+                                  speaker, aug, rng.getrandbits(32)))
+        plan[split] = utts
+    return plan
+
+
+def render(utt: Utterance, keep_silence: float = 0.15) -> np.ndarray:
+    """The samples of `utt`: synthesised, augmented, scaled to a peak of `PEAK` (float32, 16 kHz)."""
+    x = apply_augmentation(synthesize(utt.speaker, utt.spoken, keep_silence), utt.augment, utt.seed)
+    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    return (x * (PEAK / peak) if peak > 0 else x).astype(np.float32)
+
+
+def _write_wav(path: Path, x: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(tmp, x, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def _make_one(job: tuple[Utterance, str, float]) -> int:
+    """Worker: synthesise one utterance to its wav (unless that file exists); returns its length in samples."""
+    utt, path, keep_silence = job
+    wav = Path(path)
+    if not wav.is_file():
+        _write_wav(wav, render(utt, keep_silence))
+    return sf.info(str(wav)).frames
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _manifest_complete(path: Path, utts: list[Utterance], wav_dir: Path) -> bool:
+    """True when the manifest at `path` lists exactly `utts` (ids and texts) and every wav exists."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return False
+    return ([(r.get("id"), r.get("text")) for r in rows] == [(u.id, u.text) for u in utts]
+            and all((wav_dir / f"{u.id}.wav").is_file() for u in utts))
+
+
+def _check_record(out_dir: Path, config: SpeechSynthConfig) -> None:
+    """Record the config in `out_dir/speech_corpus.json`, or refuse a folder made with another one."""
+    record = out_dir / "speech_corpus.json"
+    current = {"format": FORMAT, "config": {k: v for k, v in json.loads(json.dumps(asdict(config))).items()
+                                            if k != "workers"}}
+    if record.is_file():
+        try:
+            old = json.loads(record.read_text(encoding="utf-8"))
+        except ValueError:
+            raise ToolkitError(f"{record}: not valid JSON; delete the folder and make the corpus again") from None
+        if old != current:
+            old_cfg, new_cfg = old.get("config", {}), current["config"]
+            key = next((k for k in new_cfg if old_cfg.get(k) != new_cfg[k]), "format")
+            raise ToolkitError(f"{record}: this folder was made with another config ({key}: {old_cfg.get(key)!r}, "
+                               f"now {new_cfg.get(key)!r}); use another folder or delete this one")
+    else:
+        _write_atomic(record, json.dumps(current, indent=1) + "\n")
+
+
+def make_speech_corpus(out_dir: str | Path, config: SpeechSynthConfig = SpeechSynthConfig(),
+                       progress: bool = True) -> dict[str, Path]:
+    """Synthesise the corpus under `out_dir` (see the module docstring); returns {split: JSONL manifest path}."""
+    from tqdm import tqdm
+
+    plan = plan_corpus(config)
+    voices = sorted({u.speaker.voice for utts in plan.values() for u in utts}, key=lambda v: v.id)
+    check_voices(voices)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_record(out_dir, config)
+    workers = max(1, config.workers or os.cpu_count() or 1)
+    pool = None
+    if workers > 1:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    paths: dict[str, Path] = {}
+    try:
+        for split, utts in plan.items():
+            wav_dir = out_dir / "wav" / split
+            wav_dir.mkdir(parents=True, exist_ok=True)
+            manifest = out_dir / f"{split}.jsonl"
+            paths[split] = manifest
+            if _manifest_complete(manifest, utts, wav_dir):
+                continue
+            jobs = [(u, str(wav_dir / f"{u.id}.wav"), config.keep_silence) for u in utts]
+            if pool is None:
+                results = map(_make_one, jobs)
+            else:
+                results = pool.map(_make_one, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
+            frames = list(tqdm(results, total=len(jobs), desc=f"speech {split}", unit="utt", disable=not progress))
+            lines = []
+            for u, n in zip(utts, frames):
+                row = {"id": u.id, "audio": f"wav/{split}/{u.id}.wav", "text": u.text,
+                       "duration": round(n / SAMPLE_RATE, 4), "speaker": u.speaker.id, "voice": u.speaker.voice.id,
+                       "accent": u.speaker.voice.accent, "augment": u.augment}
+                lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+            _write_atomic(manifest, "".join(lines))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return paths
