@@ -214,6 +214,13 @@ def test_plan_is_a_function_of_the_seed():
     assert [u.text for u in a["train"]] != [u.text for u in c["train"]]
 
 
+def test_bad_augmentation_settings_are_config_errors():
+    with pytest.raises(ConfigError, match=r"AugmentConfig.noise_prob: a probability in \[0, 1\], got 1.5"):
+        augment.AugmentConfig(noise_prob=1.5)
+    with pytest.raises(ConfigError, match="AugmentConfig.noise_kinds: unknown 'brown'"):
+        augment.AugmentConfig(noise_kinds=("white", "brown"))
+
+
 def test_bad_held_out_lists_are_config_errors():
     with pytest.raises(ConfigError, match="held_out_variants: 'm9'"):
         SpeechSynthConfig(held_out_variants=("m9",))

@@ -60,14 +60,17 @@ def cmd_smoke(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from toolkit.config import apply_overrides, from_dict, read_yaml
-    from toolkit.tasks.caption import CaptionExperiment, train_captioner
 
     data = apply_overrides(read_yaml(args.config), args.overrides)
     task = data.get("task", "caption")
-    if task != "caption":
-        raise ToolkitError(f"{args.config}: task {task!r} is not known (known: caption)")
-    exp = from_dict(CaptionExperiment, data, str(args.config))
-    r = train_captioner(exp, Path(args.out), resume=args.resume)
+    if task == "caption":
+        from toolkit.tasks.caption import CaptionExperiment as Experiment, train_captioner as train
+    elif task == "asr":
+        from toolkit.tasks.asr import AsrExperiment as Experiment, train_asr as train
+    else:
+        raise ToolkitError(f"{args.config}: task {task!r} is not known (known: caption, asr)")
+    exp = from_dict(Experiment, data, str(args.config))
+    r = train(exp, Path(args.out), resume=args.resume)
     print(f"trained {r.steps} steps ({r.epochs} epochs) in {r.seconds / 60:.1f} min, {r.items_per_second:.1f} items/s")
     if r.best_path:
         print(f"best ({exp.train.metric} {r.best_metric:.4f} at step {r.best_step}): {r.best_path}")
@@ -75,8 +78,27 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(" ".join(f"{k}={v:.4f}" for k, v in r.final_metrics.items()))
 
 
-def cmd_evaluate(args: argparse.Namespace) -> None:
+def cmd_evaluate_asr(args: argparse.Namespace) -> None:
     from toolkit.decode import DecodingOptions
+    from toolkit.metrics.asr import format_wer_table
+    from toolkit.tasks.asr import evaluate_asr
+
+    options = None
+    if args.beam is not None or args.ctc_weight is not None:
+        options = DecodingOptions(beam_size=args.beam or 1, max_length=10_000, max_length_ratio=1.0,
+                                  ctc_weight=args.ctc_weight or 0.0)
+    report, _ = evaluate_asr(args.model, args.data, args.splits, options, args.max_images, args.out)
+    print(format_wer_table(report))
+    print(f"wer={report['wer']:.4f} cer={report['cer']:.4f}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from toolkit.bundle import read_bundle_config
+    from toolkit.decode import DecodingOptions
+
+    if read_bundle_config(args.model).get("info", {}).get("task") == "asr":
+        return cmd_evaluate_asr(args)
+    args.beam = args.beam or 1
     from toolkit.metrics import format_table
     from toolkit.tasks.caption import evaluate_captioner
 
@@ -121,13 +143,37 @@ def cmd_caption(args: argparse.Namespace) -> None:
         print(f"report: {write_caption_gallery(args.report, items)}", file=sys.stderr)
 
 
-def cmd_synth(args: argparse.Namespace) -> None:
-    from toolkit.data.synth.shapes import ShapesConfig, make_shapes_corpus
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    from toolkit.pipelines import Transcriber
 
-    cfg = ShapesConfig(train=args.train, val=args.val, test_iid=args.test_iid, test_heldout=args.test_heldout,
-                       image_size=args.image_size, max_objects=args.max_objects, seed=args.seed)
-    for split, path in make_shapes_corpus(args.out, cfg).items():
+    results = Transcriber.from_pretrained(args.model).transcribe(
+        args.audio, beam_size=args.beam, batch_size=args.batch_size, ctc_weight=args.ctc_weight,
+        ctc_only=args.ctc_only)
+    if args.json:
+        print(json.dumps([{"audio": r.source, "text": r.text, "score": round(r.score, 4)} for r in results], indent=1))
+    else:
+        for r in results:
+            print(f"{r.source}\t{r.text}")
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    sizes = {k: v for k, v in vars(args).items() if k in SYNTH_OPTIONS[args.kind] and v is not None}
+    if args.kind == "shapes":
+        from toolkit.data.synth.shapes import ShapesConfig, make_shapes_corpus
+
+        paths = make_shapes_corpus(args.out, ShapesConfig(seed=args.seed, **sizes))
+    else:
+        from toolkit.data.synth.speech import SpeechSynthConfig, make_speech_corpus
+
+        paths = make_speech_corpus(args.out, SpeechSynthConfig(seed=args.seed, **sizes))
+    for split, path in paths.items():
         print(f"{split}: {path}")
+
+
+SYNTH_OPTIONS = {
+    "shapes": {"train", "val", "test_iid", "test_heldout", "image_size", "max_objects"},
+    "speech": {"train", "valid", "test_seen", "test_heldout", "workers"},
+}
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -159,16 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a captioning model on a caption file (BLEU, CIDEr-D, ROUGE-L, ...)")
+    p = sub.add_parser("evaluate", help="score a model: captioning (BLEU, METEOR, ROUGE-L, CIDEr-D, exact match) "
+                                        "or speech recognition (WER, CER, per-voice breakdown)")
     p.add_argument("--model", required=True, help="model bundle directory")
-    p.add_argument("--data", required=True, help="COCO / Karpathy JSON or JSONL manifest")
+    p.add_argument("--data", required=True, help="captions: COCO / Karpathy JSON or JSONL; speech: JSONL manifest, "
+                                                 "Kaldi data dir or LibriSpeech folder")
     p.add_argument("--image-root", help="folder the image paths are relative to (default: the file's folder)")
-    p.add_argument("--splits", nargs="*", help="Karpathy splits to use, e.g. test")
-    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--splits", nargs="*", help="Karpathy splits (e.g. test) or LibriSpeech subsets (test-clean)")
+    p.add_argument("--beam", type=int, help="beam size (captions: 1; speech: the model's saved setting)")
+    p.add_argument("--ctc-weight", type=float, help="speech: weight of CTC prefix scores in joint beam search")
     p.add_argument("--length-penalty", type=float, default=0.0)
     p.add_argument("--max-length", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    p.add_argument("--max-images", type=int, help="evaluate the first N images / utterances only")
     p.add_argument("--out", help="write scores and per-image predictions to this JSON file")
     p.add_argument("--report", help="write an HTML gallery with attention heatmaps to this file")
     p.add_argument("--report-images", type=int, default=24, help="images shown in the report (default: 24)")
@@ -185,16 +234,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write an HTML gallery with per-word attention heatmaps to this file")
     p.set_defaults(func=cmd_caption)
 
-    p = sub.add_parser("synth", help="make a synthetic corpus (shapes: images with captions, COCO format)")
-    p.add_argument("kind", choices=["shapes"])
+    p = sub.add_parser("transcribe", help="transcribe audio files (any rate/channels; video containers via PyAV)")
+    p.add_argument("audio", nargs="+", metavar="AUDIO")
+    p.add_argument("--model", required=True, help="model bundle directory")
+    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--ctc-weight", type=float, help="weight of CTC prefix scores (default: the model's setting)")
+    p.add_argument("--ctc-only", action="store_true", help="CTC greedy decoding only (fastest)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tab-separated lines")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("synth", help="make a synthetic corpus: shapes (images + captions, COCO JSON) or speech "
+                                     "(espeak-ng / flite voices, JSONL manifests)")
+    p.add_argument("kind", choices=sorted(SYNTH_OPTIONS))
     p.add_argument("--out", required=True)
-    p.add_argument("--train", type=int, default=6000)
-    p.add_argument("--val", type=int, default=300)
-    p.add_argument("--test-iid", type=int, default=500)
-    p.add_argument("--test-heldout", type=int, default=500)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--max-objects", type=int, default=3, choices=[1, 2, 3])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=int, help="training items (shapes: 6000 images; speech: 3000 utterances)")
+    p.add_argument("--val", type=int, help="shapes: validation images (300)")
+    p.add_argument("--valid", type=int, help="speech: validation utterances (200)")
+    p.add_argument("--test-iid", type=int, help="shapes: i.i.d. test images (500)")
+    p.add_argument("--test-seen", type=int, help="speech: test utterances by training voices (300)")
+    p.add_argument("--test-heldout", type=int, help="held-out test items: unseen colour-shape pairs / voices")
+    p.add_argument("--image-size", type=int, help="shapes: image side in pixels (128)")
+    p.add_argument("--max-objects", type=int, choices=[1, 2, 3], help="shapes: objects per image, at most (3)")
+    p.add_argument("--workers", type=int, help="speech: synthesis processes (default: CPU count)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("convert", help="convert a caption corpus between COCO, Karpathy and JSONL")

@@ -23,7 +23,7 @@ from toolkit.data.speech_dataset import SpeechDataset, make_speech_loader
 from toolkit.decode import DecodingOptions, search
 from toolkit.decode.ctc import ctc_greedy
 from toolkit.errors import ToolkitError
-from toolkit.metrics.asr import wer_report
+from toolkit.metrics.asr import normalize_transcript_for_scoring, wer_report
 from toolkit.model import EncoderDecoder, ModelConfig, build_model
 from toolkit.model.audio_frontend import FeatureStats
 from toolkit.tasks.common import TokenizerConfig, copy_weights, prepare_tokenizer
@@ -35,7 +35,11 @@ SAMPLE_RATE = 16000
 
 @dataclass
 class SpeechDataConfig:
-    """Where the utterances are (JSONL manifest, Kaldi data dir or LibriSpeech folder) and how they are batched."""
+    """Where the utterances are (JSONL manifest, Kaldi data dir or LibriSpeech folder) and how they are batched.
+
+    Transcripts are normalised once, for training and scoring alike (`normalize_transcript_for_scoring`:
+    lowercase, punctuation removed except in-word apostrophes).
+    """
 
     train: str
     valid: str
@@ -66,6 +70,7 @@ class AsrExperiment:
 def _records(path: str, subsets: list[str] | None, max_duration: float, charset: set[str] | None,
              what: str) -> list[SpeechRecord]:
     records = read_speech(path, subsets=subsets) if subsets else read_speech(path)
+    records = [replace(r, text=normalize_transcript_for_scoring(r.text)) for r in records]
     good, report = check_speech_records(records, max_duration, charset)
     if len(good) < len(records):
         log.warning("%s: %s", what, describe_skipped(report))

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
+from toolkit.errors import ConfigError
+
 SAMPLE_RATE = 16000
 NOISE_KINDS = ("white", "pink", "babble")
 
@@ -38,6 +40,20 @@ class AugmentConfig:
     speed_prob: float = 0.3
     speed_factors: tuple[float, ...] = (0.9, 1.1)
     telephone_prob: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("noise_prob", "reverb_prob", "speed_prob", "telephone_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"AugmentConfig.{name}: a probability in [0, 1], got {getattr(self, name)}")
+        for name in ("snr_db", "rt60"):
+            lo, hi = getattr(self, name)
+            if lo > hi or (name == "rt60" and lo <= 0):
+                raise ConfigError(f"AugmentConfig.{name}: expected [low, high] with low <= high, got [{lo}, {hi}]")
+        bad = [k for k in self.noise_kinds if k not in NOISE_KINDS] or ([] if self.noise_kinds else ["(none)"])
+        if bad:
+            raise ConfigError(f"AugmentConfig.noise_kinds: unknown {bad[0]!r} (choose from {', '.join(NOISE_KINDS)})")
+        if not self.speed_factors or any(f <= 0 for f in self.speed_factors):
+            raise ConfigError(f"AugmentConfig.speed_factors: need positive factors, got {list(self.speed_factors)}")
 
 
 def _shaped_noise(n: int, rng: np.random.Generator, exponent: float, band: tuple[float, float] | None = None,

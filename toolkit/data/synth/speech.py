@@ -35,6 +35,10 @@ The config is recorded in `out_dir/speech_corpus.json`; re-running with the same
 split whose manifest lists every planned utterance and whose wav files all exist is skipped, and otherwise only the
 missing wav files are synthesised (each wav and each manifest is written to a temporary file and renamed, so an
 interrupted run leaves no half-written file). A different config for the same folder is refused.
+
+Parallelism: `workers` processes (default `os.cpu_count()`), forked where the platform can (as torch's DataLoader
+does; each worker runs torch on one thread), spawned elsewhere (then call `make_speech_corpus` from under
+`if __name__ == "__main__":`). `workers=1` synthesises in the calling process.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ class SpeechSynthConfig:
     flite_share: float = 0.15  # fraction of a split's utterances spoken by flite (when the split has flite voices)
     rates: tuple[float, ...] = (0.85, 1.0, 1.15)
     pitches: tuple[int, ...] = (-15, 0, 15)
-    keep_silence: float = 0.15  # seconds of silence kept at each end
+    keep_silence: float = 0.15  # seconds of silence at each end (longer cut, shorter zero-padded)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     augment_splits: tuple[str, ...] = ("train",)
     workers: int | None = None  # worker processes; None: os.cpu_count()
@@ -260,7 +264,8 @@ def make_speech_corpus(out_dir: str | Path, config: SpeechSynthConfig = SpeechSy
     workers = max(1, config.workers or os.cpu_count() or 1)
     pool = None
     if workers > 1:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker)
     paths: dict[str, Path] = {}
     try:
         for split, utts in plan.items():

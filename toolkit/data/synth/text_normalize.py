@@ -12,10 +12,10 @@
    - decimals digit by digit after "point": 3.14 -> "three point one four";
    - ordinals: 1st 2nd 3rd 21st 100th -> "first second third twenty first one hundredth";
    - decades/plurals: 1960s -> "nineteen sixties", 80s -> "eighties";
-   - a leading zero or more than 15 digits: digit by digit ("007" -> "zero zero seven").
-   A number glued to letters ("mp3") is left alone, so the sentence is later dropped.
+   - a leading zero or more than 15 digits: digit by digit ("007" -> "zero zero seven");
    - times: 10:30 -> "ten thirty", 9:05 -> "nine oh five", 3:00 -> "three o'clock"; ranges: 1990-1995 -> "nineteen
-     ninety to nineteen ninety five".
+     ninety to nineteen ninety five"; a minus sign before a number: -7 -> "minus seven".
+   A number glued to letters ("mp3") is left alone, so the sentence is later dropped.
 4. Symbols: "25%" -> "twenty five percent", "$4.50" -> "four dollars fifty cents", "$5 million" ->
    "five million dollars" (also £ pounds, € euros), "&" -> "and", "@" -> "at", "+" -> "plus", "=" -> "equals",
    "#5" -> "number five", "°" -> "degrees".

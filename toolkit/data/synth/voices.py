@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
+
 import numpy as np
 import soundfile as sf
 import torch
@@ -148,20 +149,22 @@ def trim_silence(x: np.ndarray, keep: float = 0.15, threshold_db: float = -45.0,
 
 
 def synthesize(speaker: Speaker, text: str, keep_silence: float = 0.15) -> np.ndarray:
-    """`text` spoken by `speaker`: float32 mono samples at 16 kHz, with `keep_silence` seconds of silence at each end."""
+    """`text` spoken by `speaker`: float32 mono samples at 16 kHz, `keep_silence` seconds of silence at each end."""
     name = BINARIES[speaker.voice.engine]
     try:
         proc = subprocess.run(speaker.command(text), capture_output=True, timeout=120)
     except FileNotFoundError:
         require_binary(speaker.voice.engine)
         raise
+    except subprocess.TimeoutExpired:
+        raise ToolkitError(f"{name} took over 120 s for speaker {speaker.id} on {text[:60]!r}") from None
     try:
         if proc.returncode != 0:
             raise RuntimeError(f"exit status {proc.returncode}")
         audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=False)
         if len(audio) == 0:
             raise RuntimeError("no audio")
-    except (RuntimeError, sf.LibsndfileError) as e:
+    except RuntimeError as e:  # soundfile's errors included
         detail = (proc.stderr.decode(errors="replace").strip().splitlines() or [str(e)])[-1]
         raise ToolkitError(f"{name} failed for speaker {speaker.id} on {text!r}: {detail}") from None
     return trim_silence(to_16k_mono(audio, sr), keep=keep_silence)
