@@ -1,8 +1,8 @@
 """An end-to-end smoke run of the whole stack in about a minute on a laptop CPU.
 
-It draws a small synthetic captioning set (one coloured shape per image, captions such as "a red circle on
-the left"), trains a tiny timm-CNN + Transformer-decoder captioner, saves it as a bundle, loads the bundle
-back and decodes held-out images with greedy and beam search, reporting the exact-match accuracy it measured.
+It draws a small synthetic captioning set (one shape per image from the shapes corpus's generator, captions
+such as "a large red circle"), trains a tiny timm-CNN + Transformer-decoder captioner, saves it as a bundle,
+loads the bundle back and decodes held-out images with greedy and beam search, reporting the exact-match accuracy it measured.
 """
 
 from __future__ import annotations
@@ -15,45 +15,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from toolkit.bundle import load_model, save_model
+from toolkit.data.synth.shapes import COLOURS, SHAPES, captions_for, draw, sample_objects
 from toolkit.decode import DecodingOptions, decode
 from toolkit.model import build_model
 from toolkit.text import train_tokenizer
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
-SHAPES = ("circle", "square", "triangle")
-PLACES = ("left", "right")
 
-
-def draw_shape(shape: str, colour: str, place: str, rng: random.Random, size: int = 64) -> Image.Image:
-    """One shape of a colour in the left or right half of a grey `size` x `size` image, jittered."""
-    img = Image.new("RGB", (size, size), tuple(rng.randint(90, 150) for _ in range(3)))
-    d = ImageDraw.Draw(img)
-    r = rng.randint(size // 8, size // 5)
-    cx = rng.randint(r, size // 2 - r) + (size // 2 if place == "right" else 0)
-    cy = rng.randint(r, size - r)
-    fill = tuple(min(255, max(0, c + rng.randint(-25, 25))) for c in COLOURS[colour])
-    if shape == "circle":
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    elif shape == "square":
-        d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    else:
-        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
-    return img
-
-
-def make_split(n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """`n` images `(n, 3, 64, 64)` in [0, 1] and their captions, reproducible from `seed`."""
+def make_split(n: int, seed: int, size: int = 64) -> tuple[torch.Tensor, list[str]]:
+    """`n` one-object images `(n, 3, size, size)` in [0, 1] from the shapes corpus's generator, with one
+    caption each ("a large red circle"), reproducible from `seed`."""
     rng = random.Random(seed)
-    combos = list(itertools.product(SHAPES, COLOURS, PLACES))
+    pairs = list(itertools.product(COLOURS, SHAPES))
     images, captions = [], []
     for _ in range(n):
-        shape, colour, place = rng.choice(combos)
-        images.append(np.asarray(draw_shape(shape, colour, place, rng), dtype=np.float32) / 255.0)
-        captions.append(f"a {colour} {shape} on the {place}")
+        objects = sample_objects(rng, pairs, 1, size)
+        images.append(np.asarray(draw(objects, size, rng), dtype=np.float32) / 255.0)
+        captions.append(captions_for(objects)[0])
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), captions
 
 

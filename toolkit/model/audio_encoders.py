@@ -113,6 +113,7 @@ class ConformerEncoder(Encoder):
         time_masks: int = 5
         time_mask_ratio: float = 0.05
         conv_norm: Literal["layer_norm", "batch_norm"] = "layer_norm"
+        subsampling_channels: int | None = None  # channels of the Conv2d subsampling (None: d_model)
 
         def __post_init__(self) -> None:
             for name in ("d_model", "num_layers", "num_heads", "ffn_dim", "kernel_size", "sample_rate",
@@ -133,6 +134,8 @@ class ConformerEncoder(Encoder):
                 raise ValueError("freq_masks, freq_mask_width and time_masks must be >= 0")
             if not 0.0 <= self.time_mask_ratio <= 1.0:
                 raise ValueError(f"time_mask_ratio must be in [0, 1], got {self.time_mask_ratio}")
+            if self.subsampling_channels is not None and self.subsampling_channels < 1:
+                raise ValueError(f"subsampling_channels must be positive, got {self.subsampling_channels}")
             if self.conv_norm not in ("layer_norm", "batch_norm"):
                 raise ValueError(f"conv_norm must be 'layer_norm' or 'batch_norm', got {self.conv_norm!r}")
 
@@ -146,7 +149,7 @@ class ConformerEncoder(Encoder):
         self.frontend = LogMelFrontend(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)
         self.spec_augment = SpecAugment(config.freq_masks, config.freq_mask_width, config.time_masks,
                                         config.time_mask_ratio)
-        self.subsampling = Conv2dSubsampling(config.n_mels, config.d_model)
+        self.subsampling = Conv2dSubsampling(config.n_mels, config.d_model, config.subsampling_channels)
         self.positions = SinusoidalPositionalEncoding(config.d_model, config.dropout)
         self.conformer = Conformer(config.d_model, config.num_layers, config.num_heads, config.ffn_dim,
                                    config.kernel_size, config.dropout, config.conv_norm)
