@@ -17,6 +17,31 @@ from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, len
 from toolkit.model.base import BOS_ID, EOS_ID, Decoder, EncoderOutput
 
 
+def finish_step(
+    top_scores: Tensor, origin: Tensor, is_eos: Tensor, generated: Tensor, items: Tensor, caps: Tensor,
+    finished: list[list[Hypothesis]], options: DecodingOptions,
+) -> tuple[Tensor, Tensor]:
+    """The end of one beam step, shared by every beam search over n live inputs x K beams.
+
+    top_scores, origin, is_eos: `(n, 2K)` best candidates first, the beam each extends, whether it is EOS.
+    generated: `(n*K, t)` tokens so far; items: `(n,)` input index of each group; caps: `(B,)` length caps.
+    EOS candidates ranked within an input's top K (with a finite score) join `finished[input]`.
+    Returns `keep` `(n, K)`: the columns of the K best non-EOS candidates (a stable sort puts EOS last), and
+    `done` `(n,)`: inputs with K finished hypotheses or at their length cap.
+    """
+    k = options.beam_size
+    t = generated.size(1)
+    for g, j in (is_eos[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist():
+        tokens = generated[g * k + origin[g, j].item()].tolist()
+        logprob = top_scores[g, j].item()
+        score = logprob / length_penalty(len(tokens) + 1, options.length_penalty)
+        finished[items[g].item()].append(Hypothesis(tokens, logprob, score))
+    keep = torch.sort(is_eos.long(), dim=1, stable=True).indices[:, :k]
+    counts = torch.tensor([len(finished[i]) for i in items.tolist()], device=items.device)
+    done = (counts >= k) | (caps[items] <= t)
+    return keep, done
+
+
 class BeamSearch:
     def __init__(self, options: DecodingOptions):
         self.options = options
@@ -41,7 +66,6 @@ class BeamSearch:
 
         while items.numel():
             n = items.numel()
-            t = generated.size(1)
             logits, state = decoder(last, state)
             row_caps = caps[items].repeat_interleave(k)
             logp = apply_rules(logits[:, -1].log_softmax(-1), generated, row_caps, opts).double()
@@ -51,22 +75,9 @@ class BeamSearch:
             origin, token = top_index // vocab, top_index % vocab
             is_eos = token == EOS_ID
 
-            # Finished hypotheses: EOS candidates ranked within the input's top K with a finite score.
-            ends = (is_eos[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()
-            for g, j in ends:
-                row = g * k + origin[g, j].item()
-                tokens = generated[row].tolist()
-                logprob = top_scores[g, j].item()
-                score = logprob / length_penalty(len(tokens) + 1, opts.length_penalty)
-                finished[items[g].item()].append(Hypothesis(tokens, logprob, score))
-
-            # The K best non-EOS candidates go on (stable sort puts EOS candidates last, order kept).
-            keep = torch.sort(is_eos.long(), dim=1, stable=True).indices[:, :k]
+            keep, done = finish_step(top_scores, origin, is_eos, generated, items, caps, finished, opts)
             scores = top_scores.gather(1, keep)
             origin, token = origin.gather(1, keep), token.gather(1, keep)
-
-            counts = torch.tensor([len(finished[i]) for i in items.tolist()], device=device)
-            done = (counts >= k) | (caps[items] <= t)
             live = (~done).nonzero().flatten()
             rows = ((live * k)[:, None] + origin[live]).flatten()  # source row of every surviving beam
             items, scores, token = items[live], scores[live], token[live].flatten()

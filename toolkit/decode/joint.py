@@ -26,8 +26,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from toolkit.decode.beam import finish_step
 from toolkit.decode.ctc import CTCPrefixScorer
-from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty
+from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, length_caps
 from toolkit.model.base import BOS_ID, EOS_ID, Decoder, EncoderOutput
 
 
@@ -70,7 +71,6 @@ class JointCTCAttentionSearch:
 
         while items.numel():
             n = items.numel()
-            t = generated.size(1)
             logits, state = decoder(last, state)
             row_caps = caps[items].repeat_interleave(k)
             logp = apply_rules(logits[:, -1].log_softmax(-1), generated, row_caps, opts).double()
@@ -94,21 +94,10 @@ class JointCTCAttentionSearch:
             origin, token = top_index // c, cand.view(n, k * c).gather(1, top_index)
             is_eos = token == EOS_ID
 
-            ends = (is_eos[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()
-            for g, j in ends:
-                row = g * k + origin[g, j].item()
-                tokens = generated[row].tolist()
-                logprob = top_scores[g, j].item()
-                score = logprob / length_penalty(len(tokens) + 1, opts.length_penalty)
-                finished[items[g].item()].append(Hypothesis(tokens, logprob, score))
-
-            keep = torch.sort(is_eos.long(), dim=1, stable=True).indices[:, :k]
+            keep, done = finish_step(top_scores, origin, is_eos, generated, items, caps, finished, opts)
             scores = top_scores.gather(1, keep)
             index, token = top_index.gather(1, keep), token.gather(1, keep)
             origin = index // c
-
-            counts = torch.tensor([len(finished[i]) for i in items.tolist()], device=device)
-            done = (counts >= k) | (caps[items] <= t)
             live = (~done).nonzero().flatten()
             rows = ((live * k)[:, None] + origin[live]).flatten()  # source row of every surviving beam
             if scorer is not None:
