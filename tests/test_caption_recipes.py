@@ -143,3 +143,9 @@ def test_recipe_configs_are_valid(config):
     exp = load_config(CaptionExperiment, config)
     assert exp.task == "caption" and exp.train.metric in {"exact_match", "CIDEr-D"}
     assert exp.model.encoder["name"] == "timm"
+
+
+def test_recipe_scripts_refuse_unknown_options():
+    for script in sorted(ROOT.glob("recipes/*/run.sh")):
+        r = subprocess.run(["bash", str(script), "--no-such-option", "1"], capture_output=True, text=True)
+        assert r.returncode == 2 and "unknown option --no-such-option" in r.stderr, script

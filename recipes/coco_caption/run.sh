@@ -7,19 +7,8 @@
 # --weights: the backbone's pretrained weights as a local file (.safetensors / .pth), never downloaded.
 set -euo pipefail
 cd "$(dirname "$0")"
-stage=1; stop_stage=4; exp=exp/resnet50; coco_root=""; captions=""; weights=""; overrides=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --exp) exp=$2; shift 2 ;;
-    --coco-root) coco_root=$2; shift 2 ;;
-    --captions) captions=$2; shift 2 ;;
-    --weights) weights=$2; shift 2 ;;
-    --) shift; overrides=("$@"); break ;;
-    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
-  esac
-done
+stage=1; stop_stage=4; exp=exp/resnet50; coco_root=""; captions=""; weights=""
+. ../shared/parse_options.sh
 [ -n "$captions" ] && [ -n "$coco_root" ] || { echo "run.sh: --captions and --coco-root are required" >&2; exit 2; }
 data=(data.train="$captions" data.valid="$captions" data.image_root="$coco_root")
 # Karpathy files carry splits; a plain COCO captions file does not (then train and valid are the same file

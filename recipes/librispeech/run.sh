@@ -4,21 +4,9 @@
 #               [--exp DIR] [--train-subsets "train-clean-100 ..."] [-- KEY=VALUE ...]
 set -euo pipefail
 cd "$(dirname "$0")"
-stage=1; stop_stage=2; config=conf/conformer_bpe.yaml; exp=""; data=""; train_subsets=""; overrides=()
+stage=1; stop_stage=2; config=conf/conformer_bpe.yaml; exp=""; data=""; train_subsets=""
 test_sets="dev-clean dev-other test-clean test-other"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --exp) exp=$2; shift 2 ;;
-    --data) data=$2; shift 2 ;;
-    --train-subsets) train_subsets=$2; shift 2 ;;
-    --test-sets) test_sets=$2; shift 2 ;;
-    --) shift; overrides=("$@"); break ;;
-    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
-  esac
-done
+. ../shared/parse_options.sh
 [ -n "$data" ] || { echo "run.sh: --data (the LibriSpeech folder holding train-clean-100/, dev-clean/, ...) is required" >&2; exit 2; }
 exp=${exp:-exp/$(basename "$config" .yaml)}
 subsets=()

@@ -4,17 +4,8 @@
 #   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp DIR] [-- KEY=VALUE ...]
 set -euo pipefail
 cd "$(dirname "$0")"
-stage=0; stop_stage=2; config=conf/quick.yaml; exp=""; overrides=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --config) config=$2; shift 2 ;;
-    --exp) exp=$2; shift 2 ;;
-    --) shift; overrides=("$@"); break ;;
-    *) echo "run.sh: unknown option $1 (use --stage, --stop-stage, --config, --exp, -- KEY=VALUE ...)" >&2; exit 2 ;;
-  esac
-done
+stage=0; stop_stage=2; config=conf/quick.yaml; exp=""
+. ../shared/parse_options.sh
 exp=${exp:-exp/$(basename "$config" .yaml)}
 data=data/speech
 
