@@ -1,0 +1,86 @@
+"""Speech recognition quality and speed on the synthetic speech corpus, next to pocketsphinx, in one run.
+
+    python tests/benchmarks/asr_quality.py --model recipes/synth_speech/exp/quick/final
+    python tests/benchmarks/asr_quality.py --model DIR --max-utterances 100 --no-pocketsphinx
+
+For the seen-voice and held-out-voice test splits: WER and CER of our model (joint CTC/attention beam 4,
+batched) and its real-time factor on this machine's CPU threads; then pocketsphinx (PyPI `pocketsphinx`, which
+ships its own US English model; install it for the benchmark only) on the same utterances: WER, CER and RTF.
+RTF = decoding seconds / audio seconds, audio loading included for both. Prints a table, then key=value figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toolkit.data.audio import load_audio
+from toolkit.data.speech import read_jsonl_manifest
+from toolkit.metrics.asr import normalize_transcript_for_scoring, wer_report
+from toolkit.pipelines import Transcriber
+
+DATA = Path(__file__).resolve().parents[2] / "recipes" / "synth_speech" / "data" / "speech"
+
+
+def ours(transcriber: Transcriber, records, beam: int, ctc_weight: float) -> tuple[dict[str, str], float]:
+    start = time.perf_counter()
+    results = transcriber.transcribe([r.audio for r in records], beam_size=beam, batch_size=16, ctc_weight=ctc_weight)
+    return {r.id: res.text for r, res in zip(records, results)}, time.perf_counter() - start
+
+
+def pocketsphinx(records) -> tuple[dict[str, str], float]:
+    from pocketsphinx import Decoder
+
+    decoder = Decoder(samprate=16000, loglevel="FATAL")
+    texts = {}
+    start = time.perf_counter()
+    for r in records:
+        pcm = (np.clip(load_audio(r.audio), -1, 1) * 32767).astype(np.int16)
+        decoder.start_utt()
+        decoder.process_raw(pcm.tobytes(), full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        texts[r.id] = normalize_transcript_for_scoring(hyp.hypstr if hyp else "")
+    return texts, time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="a trained speech model bundle")
+    ap.add_argument("--data", type=Path, default=DATA, help="the synthetic corpus (test_seen / test_heldout.jsonl)")
+    ap.add_argument("--beam", type=int, default=4)
+    ap.add_argument("--ctc-weight", type=float, default=0.3)
+    ap.add_argument("--max-utterances", type=int)
+    ap.add_argument("--no-pocketsphinx", action="store_true")
+    args = ap.parse_args()
+    transcriber = Transcriber.from_pretrained(args.model)
+    warm = read_jsonl_manifest(args.data / "valid.jsonl")[:4]
+    ours(transcriber, warm, args.beam, args.ctc_weight)  # first-call costs are not part of the RTF
+    rows, figures = [], {}
+    for split, key in (("test_seen", "seen"), ("test_heldout", "heldout")):
+        records = read_jsonl_manifest(args.data / f"{split}.jsonl")[: args.max_utterances]
+        refs = {r.id: normalize_transcript_for_scoring(r.text) for r in records}
+        audio_s = sum(r.duration for r in records)
+        systems = [("toolkit", *ours(transcriber, records, args.beam, args.ctc_weight))]
+        if not args.no_pocketsphinx:
+            systems.append(("pocketsphinx", *pocketsphinx(records)))
+        for name, hyps, seconds in systems:
+            report = wer_report(refs, hyps)
+            rows.append((split, name, report["wer"], report["cer"], seconds / audio_s, len(records)))
+            tag = "" if name == "toolkit" else "pocketsphinx_"
+            figures[f"{tag}wer_{key}"] = report["wer"]
+            figures[f"{tag}cer_{key}"] = report["cer"]
+            figures[f"{tag}rtf_{key}"] = seconds / audio_s
+    print(f"model {args.model}; beam {args.beam}, CTC weight {args.ctc_weight}; {torch.get_num_threads()} threads")
+    print(f"{'split':<14} {'system':<13} {'WER':>7} {'CER':>7} {'RTF':>7} {'utts':>5}")
+    for split, name, wer, cer, rtf, n in rows:
+        print(f"{split:<14} {name:<13} {wer:>7.3f} {cer:>7.3f} {rtf:>7.4f} {n:>5}")
+    print(" ".join(f"{k}={v:.4f}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()
