@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from toolkit.data.captions import CaptionRecord, normalize_caption
 from toolkit.data.images import ImageLoadError, load_image, load_image_tensor, verify_image
+from toolkit.data.padding import add_targets
 from toolkit.errors import ToolkitError
-from toolkit.text.tokenizer import PAD_ID, Tokenizer
+from toolkit.text.tokenizer import Tokenizer
 
 log = logging.getLogger("toolkit.data")
 
@@ -176,17 +177,7 @@ def collate_captions(items: list[dict[str, Any] | None]) -> dict[str, torch.Tens
         "images": torch.stack([item["image"] for item in kept]),
         "indices": torch.tensor([item["index"] for item in kept], dtype=torch.long),
     }
-    with_tokens = sum("tokens" in item for item in kept)
-    if with_tokens not in (0, len(kept)):
-        raise ValueError("collate_captions: some items carry tokens and some do not")
-    if with_tokens:
-        lengths = [len(item["tokens"]) for item in kept]
-        targets = torch.full((len(kept), max(lengths)), PAD_ID, dtype=torch.long)
-        for row, item in enumerate(kept):
-            targets[row, : lengths[row]] = item["tokens"]
-        batch["targets"] = targets
-        batch["target_lengths"] = torch.tensor(lengths, dtype=torch.long)
-    return batch
+    return add_targets(batch, kept, "collate_captions")
 
 
 def make_caption_loader(

@@ -39,9 +39,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from toolkit.data.audio import AudioLoadError, load_audio
+from toolkit.data.padding import add_targets, pad_sequences
 from toolkit.data.speech import SpeechRecord
 from toolkit.errors import ToolkitError
-from toolkit.text.tokenizer import PAD_ID, Tokenizer
+from toolkit.text.tokenizer import Tokenizer
 
 log = logging.getLogger("toolkit.data")
 
@@ -118,26 +119,13 @@ def collate_speech(items: list[dict[str, Any] | None]) -> dict[str, torch.Tensor
     kept = [item for item in items if item is not None]
     if not kept:
         return None
-    lengths = [len(item["audio"]) for item in kept]
-    audio = torch.zeros(len(kept), max(lengths), dtype=torch.float32)
-    for row, item in enumerate(kept):
-        audio[row, : lengths[row]] = item["audio"]
+    audio, audio_lengths = pad_sequences([item["audio"] for item in kept], 0.0, torch.float32)
     batch = {
         "audio": audio,
-        "audio_lengths": torch.tensor(lengths, dtype=torch.long),
+        "audio_lengths": audio_lengths,
         "indices": torch.tensor([item["index"] for item in kept], dtype=torch.long),
     }
-    with_tokens = sum("tokens" in item for item in kept)
-    if with_tokens not in (0, len(kept)):
-        raise ValueError("collate_speech: some items carry tokens and some do not")
-    if with_tokens:
-        token_lengths = [len(item["tokens"]) for item in kept]
-        targets = torch.full((len(kept), max(token_lengths)), PAD_ID, dtype=torch.long)
-        for row, item in enumerate(kept):
-            targets[row, : token_lengths[row]] = item["tokens"]
-        batch["targets"] = targets
-        batch["target_lengths"] = torch.tensor(token_lengths, dtype=torch.long)
-    return batch
+    return add_targets(batch, kept, "collate_speech")
 
 
 def _split_until_multiple(batches: list[list[int]], multiple: int) -> list[list[int]]:
