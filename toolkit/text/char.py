@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
-from toolkit.text.tokenizer import NUM_SPECIALS, TokenTableTokenizer, check_int_option, register_tokenizer
+from toolkit.text.tokenizer import (NUM_SPECIALS, TokenTableTokenizer, WordRole, check_int_option,
+                                   register_tokenizer)
 
 #: How `id_to_piece` shows the space character (as sentencepiece does); `decode` still gives " ".
 SPACE_PIECE = "\u2581"
@@ -44,3 +45,10 @@ class CharTokenizer(TokenTableTokenizer):
     def _piece(self, i: int) -> str:
         c = super()._piece(i)
         return SPACE_PIECE if c == " " else c
+
+    def word_role(self, i: int) -> WordRole:
+        """Whitespace characters separate words; every other character (and unk) is inside one."""
+        i = self._check_id(i)
+        if i < NUM_SPECIALS:
+            return super().word_role(i)
+        return "space" if self.tokens[i - NUM_SPECIALS].isspace() else "inside"

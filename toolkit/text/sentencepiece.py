@@ -30,6 +30,7 @@ from toolkit.text.tokenizer import (
     TOKENIZER_JSON,
     TOKENIZER_MODEL,
     Tokenizer,
+    WordRole,
     check_int_option,
     one_line,
     register_tokenizer,
@@ -140,6 +141,14 @@ class SentencePieceTokenizer(Tokenizer):
 
     def _piece(self, i: int) -> str:
         return self._sp.id_to_piece(i)
+
+    def word_role(self, i: int) -> WordRole:
+        """A piece beginning with "▁" starts a word, a piece of "▁" only separates words (the default rule);
+        with byte fallback, the byte pieces of whitespace characters ("<0x09>" for a tab) separate words too."""
+        i = self._check_id(i)
+        if i >= NUM_SPECIALS and self._sp.is_byte(i) and chr(int(self._piece(i)[3:5], 16)).isspace():
+            return "space"
+        return super().word_role(i)
 
     def _state(self, directory: Path) -> dict[str, Any]:
         (directory / TOKENIZER_MODEL).write_bytes(self.model)

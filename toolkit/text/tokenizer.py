@@ -22,7 +22,7 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence, TypeVar
 
 from toolkit.errors import BundleError, ToolkitError
 
@@ -36,6 +36,11 @@ SPECIAL_PIECES: tuple[str, ...] = ("<blank>", "<s>", "</s>", "<unk>")
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_MODEL = "tokenizer.model"
 FORMAT_VERSION = 1
+
+#: How a token takes part in words (`Tokenizer.word_role`): "space" separates words and belongs to none, "start"
+#: begins a new word, "inside" continues the current one (or begins a word after a "space" or at the start).
+WordRole = Literal["space", "start", "inside"]
+WORD_SEPARATOR = "\u2581"  # "▁": how sentencepiece (and `CharTokenizer.id_to_piece`) shows a space
 
 
 def one_line(text: str) -> str:
@@ -113,6 +118,41 @@ class Tokenizer(ABC):
     def vocab(self) -> list[str]:
         """Display form of every id, in id order."""
         return self.pieces(range(self.vocab_size))
+
+    def word_role(self, i: int) -> WordRole:
+        """How id `i` takes part in words (see `WordRole`), from its display form by default: a piece of
+        whitespace and "▁" only is a "space", one that begins with either "start"s a word, any other piece is
+        "inside". The special ids blank, BOS and EOS are "space" (they never belong to a word); unk is "inside".
+        Subclasses whose pieces follow another convention override this."""
+        i = self._check_id(i)
+        if i < NUM_SPECIALS:
+            return "inside" if i == UNK_ID else "space"
+        piece = self._piece(i)
+        if not piece.replace(WORD_SEPARATOR, " ").strip():
+            return "space"
+        return "start" if piece[0] == WORD_SEPARATOR or piece[0].isspace() else "inside"
+
+    def word_boundaries(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """The words of a token sequence as (first, last) positions into `ids` (both inclusive), in order.
+
+        A word begins at a "start" token, or at an "inside" token that follows a "space" token or opens the
+        sequence; it runs up to the token before the next "space" or "start". "space" tokens belong to no word.
+        So for a char tokenizer the space character separates words, for sentencepiece a piece beginning with
+        "▁" begins one, and for a word tokenizer every token is a word.
+        """
+        spans: list[tuple[int, int]] = []
+        first: int | None = None
+        for pos, i in enumerate(ids):
+            role = self.word_role(i)
+            if role == "space" or (role == "start" and first is not None):
+                if first is not None:
+                    spans.append((first, pos - 1))
+                first = None
+            if role != "space" and first is None:
+                first = pos
+        if first is not None:
+            spans.append((first, len(ids) - 1))
+        return spans
 
     def save(self, directory: Path) -> None:
         """Write `tokenizer.json` (and the kind's extra files, e.g. `tokenizer.model`) into `directory`."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
-from toolkit.text.tokenizer import NUM_SPECIALS, TokenTableTokenizer, check_int_option, register_tokenizer
+from toolkit.text.tokenizer import (NUM_SPECIALS, UNK_ID, TokenTableTokenizer, WordRole, check_int_option,
+                                   register_tokenizer)
 
 
 @register_tokenizer("word")
@@ -44,3 +45,8 @@ class WordTokenizer(TokenTableTokenizer):
     def _decode(self, ids: list[int]) -> str:
         tokens = self.tokens
         return " ".join(tokens[i - NUM_SPECIALS] for i in ids)
+
+    def word_role(self, i: int) -> WordRole:
+        """Every word (and unk) is a word of its own; blank, BOS and EOS belong to none."""
+        i = self._check_id(i)
+        return "start" if i >= NUM_SPECIALS or i == UNK_ID else "space"
