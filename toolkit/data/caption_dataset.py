@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from toolkit.data.captions import CaptionRecord, normalize_caption
 from toolkit.data.images import ImageLoadError, load_image, load_image_tensor, verify_image
@@ -41,21 +41,24 @@ def _check_one(path: str, decode: bool) -> str | None:
 
 
 def check_images(
-    records: list[CaptionRecord], max_report: int = 5, decode: bool = False, num_threads: int = 8
+    records: list[CaptionRecord], max_report: int = 5, decode: bool = False, num_threads: int = 8,
+    source: str | os.PathLike[str] | None = None,
 ) -> tuple[list[CaptionRecord], list[tuple[str, str]]]:
     """Split `records` into those whose image opens and the `(path, reason)` of those whose image does not.
 
     The quick check reads headers only (`PIL.Image.verify`, `num_threads` at a time); `decode=True` decodes every
-    image fully (slow, but also catches JPEGs truncated in their pixel data). When some are bad, a one-line summary
-    naming the first `max_report` is logged as a warning.
+    image fully (slow, but also catches JPEGs truncated in their pixel data). When some are bad and some good, a
+    one-line summary naming the first `max_report` (after `source`, e.g. the caption file) is logged as a warning;
+    when none is good nothing is logged: the caller, left without data, says why in its error.
     """
     paths = [r.image for r in records]
     with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(paths) or 1))) as pool:
         reasons = list(pool.map(lambda p: _check_one(p, decode), paths))
     good = [r for r, why in zip(records, reasons) if why is None]
     bad = [(p, why) for p, why in zip(paths, reasons) if why is not None]
-    if bad:
-        log.warning("%s", describe_bad_images(bad, max_report, total=len(records)))
+    if bad and good:
+        prefix = f"{source}: " if source is not None else ""
+        log.warning("%s%s", prefix, describe_bad_images(bad, max_report, total=len(records)))
     return good, bad
 
 
@@ -181,18 +184,33 @@ def collate_captions(items: list[dict[str, Any] | None]) -> dict[str, torch.Tens
 
 
 def make_caption_loader(
-    dataset: CaptionDataset, batch_size: int, train: bool, num_workers: int = 0, seed: int = 0
+    dataset: CaptionDataset,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
 ) -> DataLoader:
-    """A DataLoader over `dataset` with `collate_captions`: shuffled with a generator seeded by `seed` when `train`
-    (same seed, same order), persistent workers when `num_workers > 0`, and the last partial batch kept."""
+    """A DataLoader over `dataset` with `collate_captions`, persistent workers when `num_workers > 0`, and the last
+    partial batch kept.
+
+    train: a `DistributedSampler` deals out a permutation drawn from `seed + epoch` (call
+    `loader.sampler.set_epoch(epoch)` each epoch; same seed and epoch, same order) to `num_replicas` ranks, this one
+    being `rank`: rank r takes items r, r + R, ... of it, every rank gets the same number (the permutation is padded
+    with its first items up to a multiple of R), and one rank with batch B sees, batch for batch, what R ranks with
+    batch B / R see together (up to that padding). Not train: every item in order (one rank)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    generator = torch.Generator().manual_seed(seed) if train else None
+    sampler = None
+    if train:
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}")
+        sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
-        generator=generator,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_captions,
         persistent_workers=num_workers > 0,

@@ -21,6 +21,19 @@ created with (so a `DataLoader(shuffle=True)` or a sampler with `set_epoch` yiel
 batches already trained on are drawn and dropped. On CPU, with a deterministic model and loader, a resumed run
 ends with bit-identical weights to an uninterrupted one. The learning rate and betas come from the checkpoint;
 the schedule's shape (e.g. a longer `max_steps`) from the current config.
+
+Several processes (torchrun; `toolkit.train.distributed`): when a `torch.distributed` process group is initialised,
+every rank runs `fit` on its own shard of the data (a distributed sampler: the same number of batches on every
+rank) and the model is wrapped in `DistributedDataParallel`, which averages the gradients over the ranks, so an
+update sees the batches of all ranks (the loss must be a per-item mean). `find_unused_parameters` is switched on
+only when one forward / backward of a first batch shows trainable parameters without a gradient (e.g. a CTC head
+with ctc_weight 0; frozen parameters do not count). Gradient accumulation skips the all-reduce (`no_sync`) on all
+but the last batch of an update. Decisions that must agree are taken together: a batch is skipped on every rank
+when it is empty or its loss is not finite on any rank, and `max_minutes` is read from the slowest rank's clock.
+Rank 0 alone logs (the training loss and items/s reduced over the ranks), shows the progress bar, validates,
+writes checkpoints (the bare model's weights: no "module." prefix; the RNG states of every rank) and bundles,
+while the others wait for it. A checkpoint resumes on the same number of processes exactly, and on a different
+number approximately (at the same fraction of the epoch, with fresh per-rank RNG seeds).
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import os
 import random
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -39,6 +53,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from toolkit.bundle import check_state_dict
@@ -56,6 +71,7 @@ from toolkit.train.checkpoint import (
     save_checkpoint,
 )
 from toolkit.train.config import TrainConfig
+from toolkit.train.distributed import current_world, unused_parameters
 from toolkit.train.schedule import build_scheduler
 
 LOG_FILE = "train_log.csv"
@@ -264,6 +280,19 @@ class _Window:
 # --------------------------------------------------------------------------------------------- the trainer
 
 
+class LossModule(nn.Module):
+    """`model` and its `loss_fn` as one module whose forward is the training loss: what DistributedDataParallel
+    wraps, so that its hooks see the whole computation whatever method of `model` the loss calls (`model.loss`)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Any], dict[str, Tensor]]):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        return self.loss_fn(self.model, batch)
+
+
 class Trainer:
     """Trains `model` on `train_loader` with AdamW, warmup + schedule, accumulation, clipping and optional bf16.
 
@@ -271,6 +300,10 @@ class Trainer:
     validate_fn(model) -> {metric name: value} (called in eval mode under no_grad; None: no validation, no best);
     save_model_fn(model, path, info) writes a model bundle at `path` (info: step, epoch, metrics);
     batch_size_fn(batch) -> number of items (for items/s). Batches that are None are skipped and counted.
+
+    In a process group (see the module docstring) `train_loader` must give this rank's shard, `device` is this
+    rank's device, and validate_fn / save_model_fn run on rank 0 only. `find_unused_parameters` (for
+    DistributedDataParallel): None finds out with one forward / backward of a first batch; True / False forces it.
     """
 
     def __init__(
@@ -284,12 +317,17 @@ class Trainer:
         save_model_fn: Callable[[nn.Module, Path, dict], None],
         batch_size_fn: Callable[[Any], int] = first_tensor_len,
         device: str | torch.device = "cpu",
+        find_unused_parameters: bool | None = None,
     ):
         self.config = config
+        self.world = current_world()
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.device = torch.device(device)
         self.model = model.to(self.device)
+        self.loss_module = LossModule(self.model, loss_fn)  # what a training step calls
+        self.find_unused_parameters = find_unused_parameters
+        self._ddp: DistributedDataParallel | None = None  # wraps loss_module in a process group of several ranks
         self.train_loader = train_loader
         self.loss_fn = loss_fn
         self.validate_fn = validate_fn
@@ -329,16 +367,20 @@ class Trainer:
             return cfg.schedule_steps
         if cfg.max_steps is not None:
             return cfg.max_steps
-        try:
-            length = len(self.train_loader)  # type: ignore[arg-type]
-        except TypeError:  # no __len__, or an IterableDataset without one
-            length = 0
+        length = self._batches_per_epoch() or 0
         if cfg.max_epochs is not None and length > 0:
             return max(1, cfg.max_epochs * length // cfg.accum_steps)
         raise ToolkitError(
             "the cosine schedule needs a horizon: set max_steps or schedule_steps "
             "(max_epochs alone works only with a loader that has a length)"
         )
+
+    def _batches_per_epoch(self) -> int | None:
+        """The number of batches of one pass over this rank's loader; None when it has no length."""
+        try:
+            return len(self.train_loader)  # type: ignore[arg-type]
+        except TypeError:  # no __len__, or an IterableDataset without one
+            return None
 
     # ------------------------------------------------------------------------------------------ the loop
 
@@ -348,9 +390,11 @@ class Trainer:
         self._t0 = time.perf_counter()
         self._start(resume)
         self.model.train()
+        if self.world.distributed and self._ddp is None:
+            self._wrap_data_parallel()
         self.optimizer.zero_grad(set_to_none=True)
         self._bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", desc="training",
-                         disable=not sys.stderr.isatty(), dynamic_ncols=True)
+                         disable=not (self.world.is_main and sys.stderr.isatty()), dynamic_ncols=True)
         try:
             stop, micro, win = self._loop()
         finally:
@@ -358,6 +402,49 @@ class Trainer:
         if micro:  # a partial accumulation at the end of training is dropped
             self.optimizer.zero_grad(set_to_none=True)
         return self._finish(win, stop)
+
+    def _wrap_data_parallel(self) -> None:
+        """Check that every rank has as many batches, then wrap the loss module in DistributedDataParallel (which
+        broadcasts rank 0's weights and buffers to the others)."""
+        t = time.perf_counter()
+        lengths = self.world.gather(self._batches_per_epoch())  # None: unknown, the sampler is trusted
+        if len(set(lengths)) > 1:
+            raise ToolkitError(
+                f"the training loader gives the ranks {', '.join(map(str, lengths))} batches per epoch: every rank "
+                "needs the same number (use a distributed sampler), or the ranks would wait for each other forever"
+            )
+        find_unused = self.find_unused_parameters
+        if find_unused is None:
+            unused = self._probe_unused_parameters()
+            find_unused = self.world.any_true(unused is None or bool(unused))
+            if unused:
+                shown = ", ".join(unused[:3]) + (", ..." if len(unused) > 3 else "")
+                self._echo(f"{len(unused)} trainable parameters get no gradient ({shown}): "
+                           "DistributedDataParallel looks for unused parameters at every step")
+        device_ids = None
+        if self.device.type == "cuda":
+            device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        self._ddp = DistributedDataParallel(self.loss_module, device_ids=device_ids,
+                                            find_unused_parameters=find_unused)
+        self._overhead += time.perf_counter() - t
+
+    def _probe_unused_parameters(self) -> list[str] | None:
+        """The trainable parameters that one forward / backward of this rank's first usable batch leaves without
+        a gradient (RNG states and buffers restored, gradients discarded); None if no batch could be drawn."""
+        saved = rng_state()
+        try:
+            batch = next((b for i, b in zip(range(10), self.train_loader) if b is not None), None)
+            if batch is None:
+                return None
+            batch = move_to(batch, self.device)
+
+            def loss() -> Tensor:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp == "bf16"):
+                    return self.loss_module(batch)["loss"].float()
+
+            return unused_parameters(self.model, loss)
+        finally:
+            set_rng_state(saved)
 
     def _loop(self) -> tuple[str | None, int, _Window]:
         """Passes over the loader until a limit is reached: (why it stopped, pending batches, last log window)."""
@@ -370,11 +457,11 @@ class Trainer:
             usable = 0
             for batch in self._epoch_iterator():
                 self.batches_in_epoch += 1
-                if batch is None:  # the loader dropped every item of this batch
+                if not self.world.all_true(batch is not None):  # the loader dropped every item of a batch
                     self.empty_batches += 1
                     continue
                 usable += 1
-                micro += self._forward_backward(batch, win)
+                micro += self._forward_backward(batch, win, last_of_update=micro + 1 == cfg.accum_steps)
                 if micro < cfg.accum_steps:
                     continue
                 micro = 0
@@ -425,19 +512,24 @@ class Trainer:
         self._overhead += time.perf_counter() - t
         return it
 
-    def _forward_backward(self, batch: Any, win: _Window) -> int:
-        """Loss and backward of one batch (scaled by 1 / accum_steps); 0 if its loss was not finite, else 1."""
+    def _forward_backward(self, batch: Any, win: _Window, last_of_update: bool) -> int:
+        """Loss and backward of one batch (scaled by 1 / accum_steps); 0 if its loss was not finite (on any rank),
+        else 1. With several ranks the gradients are all-reduced only on the `last_of_update` batch."""
         batch = move_to(batch, self.device)
         items = self.batch_size_fn(batch)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp == "bf16"):
-            out = self.loss_fn(self.model, batch)
-        if not isinstance(out, dict) or not isinstance(out.get("loss"), Tensor) or out["loss"].dim() != 0:
-            raise TypeError("loss_fn must return a dict whose 'loss' is a scalar tensor (a mean over the batch)")
-        loss = out["loss"].float()
-        if not torch.isfinite(loss):
-            self._bad(f"loss {loss.item()}")
-            return 0
-        (loss / self.config.accum_steps).backward()
+        step_module = self._ddp if self._ddp is not None else self.loss_module
+        local_only = self._ddp.no_sync() if self._ddp is not None and not last_of_update else nullcontext()
+        with local_only:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp == "bf16"):
+                out = step_module(batch)
+            if not isinstance(out, dict) or not isinstance(out.get("loss"), Tensor) or out["loss"].dim() != 0:
+                raise TypeError("loss_fn must return a dict whose 'loss' is a scalar tensor (a mean over the batch)")
+            loss = out["loss"].float()
+            finite = bool(torch.isfinite(loss))
+            if not self.world.all_true(finite):
+                self._bad(f"loss {loss.item()}" if not finite else "loss on another rank")
+                return 0
+            (loss / self.config.accum_steps).backward()
         win.add({k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}, items)
         self._items += items
         return 1
@@ -477,8 +569,8 @@ class Trainer:
             return "max_steps"
         if cfg.max_epochs is not None and self.epoch >= cfg.max_epochs:
             return "max_epochs"
-        if cfg.max_minutes is not None and self._elapsed() >= cfg.max_minutes * 60:
-            return "max_minutes"
+        if cfg.max_minutes is not None and self.world.max(self._elapsed()) >= cfg.max_minutes * 60:
+            return "max_minutes"  # the slowest rank's clock: every rank stops after the same update
         return None
 
     def _elapsed(self) -> float:
@@ -487,16 +579,26 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ reporting
 
     def _echo(self, msg: str) -> None:
-        tqdm.write(msg)
+        if self.world.is_main:
+            tqdm.write(msg)
+
+    def _window_row(self, win: _Window) -> dict[str, Any]:
+        """The training window's means (over every rank's batches), lr, gradient norm and items/s (all ranks')."""
+        keys = ["loss", *sorted(k for k in win.sums if k != "loss")]
+        seconds = max(time.perf_counter() - win.t0, 1e-9)
+        totals = self.world.sum([win.items, *(win.sums[k] for k in keys), *(win.counts[k] for k in keys)])
+        items, sums, counts = totals[0], totals[1: 1 + len(keys)], totals[1 + len(keys):]
+        row: dict[str, Any] = {k: total / count for k, total, count in zip(keys, sums, counts)}
+        row.update(lr=win.lr, grad_norm=win.grad_norm / win.steps, items_per_s=items / seconds,
+                   elapsed_s=self._elapsed())
+        return row
 
     def _report(self, win: _Window, validate: bool) -> None:
-        """Write a CSV row of the training window and / or a validation (+ best bundle, checkpoint, plot)."""
+        """Write a CSV row of the training window and / or a validation (+ best bundle, checkpoint, plot).
+        Every rank calls it (the window is reduced over the ranks); rank 0 writes."""
         row: dict[str, Any] = {"step": self.step, "epoch": self.epoch}
         if win.steps:
-            seconds = max(time.perf_counter() - win.t0, 1e-9)
-            row.update({k: win.sums[k] / win.counts[k] for k in ["loss", *sorted(k for k in win.sums if k != "loss")]})
-            row.update(lr=win.lr, grad_norm=win.grad_norm / win.steps, items_per_s=win.items / seconds,
-                       elapsed_s=self._elapsed())
+            row.update(self._window_row(win))
             postfix = {"loss": f"{row['loss']:.4g}", "lr": f"{win.lr:.2e}", "items/s": f"{row['items_per_s']:.0f}"}
             if self._bar is not None and not self._bar.disable:
                 self._bar.set_postfix(postfix)
@@ -505,33 +607,39 @@ class Trainer:
                 self._echo(f"step {self.step} | epoch {self.epoch} | {shown}")
             win.reset()
         if not validate:
-            self.log.write(row)
+            if self.log is not None:
+                self.log.write(row)
             return
         t = time.perf_counter()
         metrics = self._validate()
         self.metrics, self._last_valid_step = metrics, self.step
         improved = self._update_best(metrics)
         row.update({f"valid_{k}": v for k, v in metrics.items()})
-        self.log.write(row)
+        if self.log is not None:
+            self.log.write(row)
         if metrics:
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             self._echo(f"valid step {self.step}: {shown}" + (" (best)" if improved else ""))
         self._checkpoint()
-        plot_curves(self.log, self.out_dir / PLOT_FILE, self.config.metric)
+        if self.log is not None:
+            plot_curves(self.log, self.out_dir / PLOT_FILE, self.config.metric)
         dt = time.perf_counter() - t
         self._overhead += dt
         win.t0 += dt
 
     def _validate(self) -> dict[str, float]:
+        """validate_fn on rank 0 (the bare model: no collectives), its metrics sent to every rank."""
         if self.validate_fn is None:
             return {}
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                metrics = self.validate_fn(self.model)
-        finally:
-            self.model.train()
-        return {str(k): float(v) for k, v in metrics.items()}
+        metrics: dict[str, float] = {}
+        if self.world.is_main:
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    metrics = {str(k): float(v) for k, v in self.validate_fn(self.model).items()}
+            finally:
+                self.model.train()
+        return self.world.broadcast(metrics)
 
     def _update_best(self, metrics: dict[str, float]) -> bool:
         cfg = self.config
@@ -548,7 +656,8 @@ class Trainer:
         if not math.isfinite(value) or not better:
             return False
         self.best_metric, self.best_step = value, self.step
-        self.save_model_fn(self.model, self.out_dir / "best", self._info(metrics))
+        if self.world.is_main:
+            self.save_model_fn(self.model, self.out_dir / "best", self._info(metrics))
         return True
 
     def _info(self, metrics: dict[str, float]) -> dict[str, Any]:
@@ -557,6 +666,14 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self) -> None:
+        """Every rank calls it: their RNG states are gathered, rank 0 writes, the others wait until it is done."""
+        ranks = self.world.gather({"rng": rng_state(), "epoch_rng": self._epoch_rng})
+        if self.world.is_main:
+            self._write_checkpoint(ranks)
+        self._last_ckpt_step = self.step
+        self.world.barrier()
+
+    def _write_checkpoint(self, ranks: list[dict[str, Any]]) -> None:
         state = {
             "version": STATE_VERSION,
             "step": self.step,
@@ -570,20 +687,30 @@ class Trainer:
             "elapsed_s": self._elapsed(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": rng_state(),
-            "epoch_rng": self._epoch_rng,
+            "rng": ranks[0]["rng"],
+            "epoch_rng": ranks[0]["epoch_rng"],
+            "world_size": self.world.size,  # batches_in_epoch counts this many ranks' batches each
+            "batches_per_epoch": self._batches_per_epoch(),
         }
-        meta = {k: state[k] for k in ("step", "epoch", "batches_in_epoch", "metrics", "best_metric", "best_step")}
+        if self.world.distributed:
+            state["rank_rng"] = ranks  # every rank's {"rng", "epoch_rng"}, in rank order
+        meta = {k: state[k] for k in ("step", "epoch", "batches_in_epoch", "metrics", "best_metric", "best_step",
+                                      "world_size")}
         meta.update(format="toolkit-train-checkpoint", version=STATE_VERSION, config=to_dict(self.config),
                     saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         save_checkpoint(self.ckpt_dir, self.step, self.model.state_dict(), state, meta)
         prune(self.ckpt_dir, self.config.keep_last)
-        self._last_ckpt_step = self.step
 
     def _start(self, resume: bool) -> None:
         """Check the output folder, then restore the newest checkpoint (resume) or seed the RNGs (fresh start)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         latest = latest_checkpoint(self.ckpt_dir)
+        seen = self.world.gather(latest.name if latest is not None else None)
+        if len(set(seen)) > 1:
+            raise ToolkitError(
+                f"{self.ckpt_dir}: the ranks see different latest checkpoints ({', '.join(map(str, seen))}); the "
+                "output folder must be on a file system that every machine shares"
+            )
         if resume:
             if latest is None:
                 raise ToolkitError(f"{self.ckpt_dir}: no checkpoint to resume from; start without --resume")
@@ -594,9 +721,10 @@ class Trainer:
                 "pass --resume to continue it, or choose another output folder"
             )
         else:
-            seed_everything(self.config.seed)
-        remove_partial(self.ckpt_dir)
-        self.log = CSVLog(self.out_dir / LOG_FILE, keep_until_step=self.step if resume else None)
+            seed_everything(self.config.seed + self.world.rank)  # rank 0 as one process; others their own streams
+        if self.world.is_main:
+            remove_partial(self.ckpt_dir)
+            self.log = CSVLog(self.out_dir / LOG_FILE, keep_until_step=self.step if resume else None)
 
     def _restore(self, path: Path) -> None:
         state = load_trainer_state(path)  # first: a malicious file is refused before anything else is touched
@@ -612,12 +740,26 @@ class Trainer:
             self.metrics = dict(state["metrics"])
             self.bad_batches, self.empty_batches = int(state["bad_batches"]), int(state["empty_batches"])
             self.elapsed_before = float(state["elapsed_s"])
-            self._epoch_rng = state["epoch_rng"]
-            set_rng_state(state["rng"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            saved_world = int(state.get("world_size", 1))
+            if saved_world == self.world.size:  # exactly where each rank was
+                mine = state["rank_rng"][self.world.rank] if saved_world > 1 else state
+                self._epoch_rng = mine["epoch_rng"]
+                set_rng_state(mine["rng"])
+            else:  # the epoch is dealt out differently now: carry over the fraction of it already trained on
+                saved_length, length = state.get("batches_per_epoch"), self._batches_per_epoch()
+                if saved_length and length:
+                    self.batches_in_epoch = round(self.batches_in_epoch * length / saved_length)
+                else:
+                    self.batches_in_epoch = self.batches_in_epoch * saved_world // self.world.size
+                self._epoch_rng = None
+                seed_everything(self.config.seed + self.world.rank + self.world.size * self.step)
+        except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as e:
             msg = " ".join(str(e).split())[:200]
             raise ToolkitError(f"{path}: the trainer state does not fit this model or trainer ({msg})") from None
         self._last_valid_step = self._last_ckpt_step = self.step
+        if saved_world != self.world.size:
+            self._echo(f"the checkpoint was written by {saved_world} processes, this run has {self.world.size}: "
+                       "it continues at the same fraction of the epoch, with new random streams (not bit-exact)")
         self._echo(f"resumed from {path} (step {self.step}, epoch {self.epoch}, batch {self.batches_in_epoch})")
 
     # ------------------------------------------------------------------------------------------ the end
@@ -631,7 +773,7 @@ class Trainer:
             self._checkpoint()
         final_metrics = dict(self.metrics)
         averaged: list[str] = []
-        if cfg.average_last > 1:
+        if cfg.average_last > 1:  # every rank averages (the checkpoints are on a shared file system)
             paths = list_checkpoints(self.ckpt_dir)[-cfg.average_last:]
             if len(paths) > 1:
                 self.model.load_state_dict(average_checkpoints(paths))
@@ -642,8 +784,11 @@ class Trainer:
             else:
                 self._echo("final model: only one checkpoint, nothing to average; the last weights are final")
         final_path = self.out_dir / "final"
-        self.save_model_fn(self.model, final_path, self._info(final_metrics) | {"averaged": averaged})
-        plot_curves(self.log, self.out_dir / PLOT_FILE, cfg.metric)
+        if self.world.is_main:
+            self.save_model_fn(self.model, final_path, self._info(final_metrics) | {"averaged": averaged})
+            plot_curves(self.log, self.out_dir / PLOT_FILE, cfg.metric)
+        self.world.barrier()  # every rank returns once the final bundle is written
+        items = self.world.sum([self._items])[0]
         run_seconds = time.perf_counter() - self._t0
         best_text = ""
         if self.best_step is not None:
@@ -660,7 +805,7 @@ class Trainer:
             best_step=self.best_step,
             final_metrics=final_metrics,
             seconds=self._elapsed(),
-            items_per_second=self._items / max(run_seconds - self._overhead, 1e-9),
+            items_per_second=items / max(run_seconds - self._overhead, 1e-9),
             best_path=best if best.exists() else None,
             final_path=final_path,
             bad_batches=self.bad_batches,
