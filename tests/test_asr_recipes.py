@@ -60,6 +60,23 @@ def test_synth_speech_recipe_cli_end_to_end(tmp_path):
     r = toolkit("transcribe", tmp_path / "missing.wav", "--model", exp / "final", ok=False)
     assert r.returncode == 2 and "missing.wav" in r.stderr and "Traceback" not in r.stderr
 
+    # An external LM on the corpus's text-only sentences, with the speech model's tokenizer (run.sh stage 3),
+    # fused into evaluation with the weight the speech model's bundle records (stage 4) and into transcription.
+    assert info["info"]["decoding"]["lm_weight"] > 0
+    lm = tmp_path / "lm"
+    r = toolkit("train", ROOT / "recipes/synth_speech/conf/lm.yaml", "-o", lm, f"tokenizer_from={exp}/final",
+                f"data.text=[{data}/lm_text.txt]", "data.valid_size=20", "model.embed_dim=16", "model.hidden_dim=32",
+                "train.max_steps=4", "train.valid_every=2", "train.warmup_steps=1")
+    assert r.stdout.strip().splitlines()[-1].startswith("loss=") and "ppl=" in r.stdout
+    r = toolkit("evaluate", "--model", exp / "final", "--data", data / "test_heldout.jsonl", "--beam", 2,
+                "--lm", lm / "final")
+    assert r.stdout.strip().splitlines()[-1].startswith("wer=")
+    r = toolkit("transcribe", wavs[0], "--model", exp / "final", "--lm", lm / "final", "--lm-weight", 0.5,
+                "--length-bonus", 1)
+    assert r.stdout.startswith(str(wavs[0]))
+    r = toolkit("evaluate", "--model", lm / "final", "--data", data / "test_heldout.jsonl", ok=False)
+    assert r.returncode == 2 and "a language model bundle" in r.stderr and "Traceback" not in r.stderr
+
 
 def write_tiny_librispeech(root: Path) -> None:
     """LibriSpeech layout: <subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac + .trans.txt."""

@@ -13,7 +13,8 @@ import pytest
 import soundfile as sf
 
 from toolkit.data.synth import augment, text_corpus, voices
-from toolkit.data.synth.speech import SPLITS, SpeechSynthConfig, make_speech_corpus, plan_corpus, split_voices
+from toolkit.data.synth.speech import (LM_TEXT, SPLITS, SpeechSynthConfig, lm_sentences, make_speech_corpus,
+                                       plan_corpus, split_voices)
 from toolkit.data.synth.text_normalize import (is_clean_transcript, normalize_transcript, number_to_words,
                                                ordinal_words, spoken_form)
 from toolkit.data.synth.voices import Speaker, Voice
@@ -299,6 +300,15 @@ def test_tiny_corpus_held_out_split(corpora):
         assert not train_texts & {r["text"] for r in _rows(paths[split])}
 
 
+def test_tiny_corpus_lm_text_leaves_out_the_evaluation_sentences(corpora):
+    paths, _ = corpora
+    lines = (paths["train"].parent / LM_TEXT).read_text(encoding="utf-8").splitlines()
+    assert lines == lm_sentences(tiny_config()) and all(CLEAN.fullmatch(t) for t in lines)
+    evaluation = {r["text"] for split in ("valid", "test_seen", "test_heldout") for r in _rows(paths[split])}
+    assert len(evaluation) == 6 and not evaluation & set(lines)
+    assert {r["text"] for r in _rows(paths["train"])} <= set(lines)  # the training sentences stay
+
+
 def test_tiny_corpus_is_reproducible_byte_for_byte(corpora):
     a, b = corpora
     for split in SPLITS:
@@ -311,7 +321,7 @@ def test_rerun_reuses_finished_files_and_refuses_another_config(corpora):
     _, paths = corpora
     root = paths["train"].parent
     wavs = sorted((root / "wav").rglob("*.wav"))
-    stamps = {p: p.stat().st_mtime_ns for p in wavs + list(paths.values())}
+    stamps = {p: p.stat().st_mtime_ns for p in wavs + list(paths.values()) + [root / LM_TEXT]}
     assert make_speech_corpus(root, tiny_config(workers=1), progress=False) == paths
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rewritten
     kept, victim = (root / row["audio"] for row in _rows(paths["valid"]))

@@ -7,13 +7,15 @@
 
 `save_model(dir, model, tokenizer)` writes a complete bundle atomically (a temporary directory renamed into
 place); `load_model(dir)` checks the format version, the checksums and the vocabulary and rebuilds the exact
-model. Nothing is unpickled.
+model. Nothing is unpickled. Language models for fusion (`toolkit.lm`) are bundles of the same layout whose
+`info.task` is "lm" and whose `model` is the LM's config (`toolkit.lm.save_lm` / `load_lm`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -61,7 +63,6 @@ def save_model(
 
     An existing bundle at `directory` is replaced only once the new one is complete.
     """
-    directory = Path(directory)
     config: ModelConfig = model.config
     if tokenizer.vocab_size != config.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model {config.vocab_size}")
@@ -71,11 +72,24 @@ def save_model(
     if encoder.pop("pretrained_file", None):
         info.setdefault("encoder_initialised_from", config.encoder["pretrained_file"])
     config = replace(config, encoder=encoder)
+    return write_bundle(directory, model.state_dict(), tokenizer, to_dict(config), info)
 
+
+def write_bundle(
+    directory: str | Path, weights: dict[str, torch.Tensor], tokenizer: Tokenizer, model_config: dict[str, Any],
+    info: dict[str, Any],
+) -> Path:
+    """Write a bundle of any model kind atomically: `weights` (a state dict), `tokenizer`, the model's config as a
+    plain dict and `info` (whose `task` says which loader rebuilds it: `load_model`, or `toolkit.lm.load_lm`)."""
+    directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        state, seen = {}, set()
+        for k, v in weights.items():  # tied weights are stored once per name (safetensors refuses shared memory)
+            v = v.detach().contiguous().cpu()
+            state[k] = v.clone() if v.data_ptr() in seen else v
+            seen.add(v.data_ptr())
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": FORMAT})
         tokenizer.save(tmp)
         files = sorted(p.name for p in tmp.iterdir())
@@ -83,7 +97,7 @@ def save_model(
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "toolkit_version": toolkit.__version__,
-            "model": to_dict(config),
+            "model": model_config,
             "files": {name: _sha256(tmp / name) for name in files},
             "info": info,
         }
@@ -113,11 +127,19 @@ def read_bundle_config(directory: str | Path) -> dict[str, Any]:
     if not directory.is_dir():
         raise BundleError(f"{directory}: model bundle directory not found")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{path}: missing; {directory} is not a model bundle (see toolkit.bundle)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e.__class__.__name__})") from None
+    except OSError as e:
+        raise BundleError(f"{path}: cannot be read ({e.strerror or e.__class__.__name__})") from None
+    except UnicodeDecodeError as e:
+        raise BundleError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise BundleError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise BundleError(f"{path}: not valid JSON ({str(e).split(':')[0]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"{path}: not a toolkit model bundle (format is not {FORMAT!r})")
     version = meta.get("format_version")
@@ -128,13 +150,53 @@ def read_bundle_config(directory: str | Path) -> dict[str, Any]:
         )
     if not isinstance(meta.get("files"), dict) or not isinstance(meta.get("model"), dict):
         raise BundleError(f"{path}: the 'files' and 'model' fields are missing or not objects")
+    for name, digest in meta["files"].items():
+        if name in ("", ".", "..", CONFIG_FILE) or "/" in name or "\\" in name or "\0" in name:
+            raise BundleError(f"{path}: files: {name!r} is not the name of a file in the bundle")
+        if not isinstance(digest, str):
+            raise BundleError(f"{path}: files.{name}: the sha256 must be a string, got {type(digest).__name__}")
+    if meta.get("info") is None:
+        meta["info"] = {}
+    _check_info(path, meta["info"])
     return meta
 
 
-def load_model(directory: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
-    """Rebuild the exact model saved at `directory`, in eval mode, with its tokenizer."""
+def _check_info(path: Path, info: Any) -> None:
+    """The `info` entries that the toolkit itself reads back (free-form otherwise), each checked for its type."""
+    def fail(key: str, wanted: str, value: Any) -> BundleError:
+        return BundleError(f"{path}: info.{key}: must be {wanted}, got {value!r:.60}")
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not isinstance(info, dict):
+        raise BundleError(f"{path}: info: must be an object, got {type(info).__name__}")
+    if "task" in info and not isinstance(info["task"], str):
+        raise fail("task", "a string", info["task"])
+    for key in ("image_size", "sample_rate"):
+        value = info.get(key)
+        if key in info and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise fail(key, "a positive integer", value)
+    decoding = info.get("decoding", {})
+    if not isinstance(decoding, dict):
+        raise fail("decoding", "an object", decoding)
+    if "ctc_weight" in decoding and not (number(decoding["ctc_weight"]) and 0 <= decoding["ctc_weight"] <= 1):
+        raise fail("decoding.ctc_weight", "a number in [0, 1]", decoding["ctc_weight"])
+    ratio = decoding.get("max_length_ratio")
+    if ratio is not None and not (number(ratio) and ratio > 0):
+        raise fail("decoding.max_length_ratio", "a number > 0 or null", ratio)
+    if "lm_weight" in decoding and not (number(decoding["lm_weight"]) and decoding["lm_weight"] >= 0):
+        raise fail("decoding.lm_weight", "a number >= 0", decoding["lm_weight"])
+    if "length_bonus" in decoding and not number(decoding["length_bonus"]):
+        raise fail("decoding.length_bonus", "a finite number", decoding["length_bonus"])
+    length = decoding.get("max_length")
+    if "max_length" in decoding and not (isinstance(length, int) and not isinstance(length, bool) and length > 0):
+        raise fail("decoding.max_length", "a positive integer", length)
+
+
+def verify_bundle_files(directory: str | Path, meta: dict[str, Any]) -> None:
+    """Check every file `meta` (from `read_bundle_config`) lists against its sha256; the weights must be listed."""
     directory = Path(directory)
-    meta = read_bundle_config(directory)
     for name, digest in meta["files"].items():
         path = directory / name
         if not path.is_file():
@@ -144,6 +206,24 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Mod
     if WEIGHTS_FILE not in meta["files"]:
         raise BundleError(f"{directory / CONFIG_FILE}: lists no {WEIGHTS_FILE}")
 
+
+def read_bundle_weights(directory: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The state dict in a bundle's `model.safetensors`, with a one-line error for an unreadable file."""
+    weights_path = Path(directory) / WEIGHTS_FILE
+    try:
+        return load_file(weights_path, device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BundleError(f"{weights_path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+    """Rebuild the exact model saved at `directory`, in eval mode, with its tokenizer."""
+    directory = Path(directory)
+    meta = read_bundle_config(directory)
+    if meta["info"].get("task") == "lm":
+        raise BundleError(f"{directory}: a language model bundle, not an encoder-decoder model; it is used for "
+                          "fusion in search (--lm DIR; toolkit.lm.load_lm)")
+    verify_bundle_files(directory, meta)
     try:
         config = from_dict(ModelConfig, meta["model"], f"{directory / CONFIG_FILE}: model")
     except ToolkitError as e:
@@ -154,13 +234,12 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Mod
             f"{directory}: vocabulary mismatch, tokenizer has {tokenizer.vocab_size} tokens "
             f"but the model config says vocab_size {config.vocab_size}"
         )
-    model = build_model(config)
-    weights_path = directory / WEIGHTS_FILE
     try:
-        state = load_file(weights_path, device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise BundleError(f"{weights_path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
-    check_state_dict(model, state, weights_path)
+        model = build_model(config)
+    except ToolkitError as e:  # e.g. a timm backbone this installation does not have
+        raise BundleError(f"{directory / CONFIG_FILE}: model: {e}") from None
+    state = read_bundle_weights(directory, device)
+    check_state_dict(model, state, directory / WEIGHTS_FILE)
     model.load_state_dict(state)
     return ModelBundle(model.to(device).eval(), tokenizer, dict(meta.get("info") or {}))
 

@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # Synthetic speech recognition: synthesise the corpus (espeak-ng / flite voices), train a Conformer
-# CTC/attention model, evaluate WER/CER on seen and held-out voices.
-#   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp DIR] [-- KEY=VALUE ...]
+# CTC/attention model, evaluate WER/CER on seen and held-out voices; then train a language model on the corpus's
+# text-only sentences (lm_text.txt) with the speech model's tokenizer and evaluate again with it fused in.
+#   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp DIR] [--lm-config conf/lm.yaml]
+#               [--lm-weight W] [--data data/speech] [--synth-args "--train 500 ..."] [-- KEY=VALUE ...]
+# --lm-weight: for a speech model whose bundle records no decoding.lm_weight (models trained before it existed).
 set -euo pipefail
 cd "$(dirname "$0")"
-stage=0; stop_stage=2; config=conf/quick.yaml; exp=""
+stage=0; stop_stage=4; config=conf/quick.yaml; exp=""; lm_config=conf/lm.yaml; lm_weight=""; data=data/speech
+synth_args=""
 . ../shared/parse_options.sh
 exp=${exp:-exp/$(basename "$config" .yaml)}
-data=data/speech
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   echo "stage 0: synthetic speech corpus -> $data"
   command -v espeak-ng >/dev/null || { echo "run.sh: espeak-ng not found: install it with apt-get install espeak-ng flite fortunes wordnet-base" >&2; exit 2; }
-  toolkit synth speech --out "$data" --seed 0     # finished splits are reused
+  toolkit synth speech --out "$data" --seed 0 $synth_args    # finished splits are reused
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "stage 1: train $config -> $exp"
   if [ -f "$exp/final/config.json" ]; then echo "  already trained, skipping"; else
     resume=(); [ -d "$exp/checkpoints" ] && resume=(--resume)
-    toolkit train "$config" -o "$exp" "${resume[@]}" "${overrides[@]}"
+    toolkit train "$config" -o "$exp" "${resume[@]}" data.train="$data/train.jsonl" data.valid="$data/valid.jsonl" \
+      "${overrides[@]}"
   fi
 fi
 
@@ -27,6 +31,27 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "stage 2: evaluate $exp/final (joint CTC/attention beam search)"
   for split in test_seen test_heldout; do
     echo "== $split"
-    toolkit evaluate --model "$exp/final" --data "$data/$split.jsonl" --out "$exp/eval/$split.json"
+    toolkit evaluate --model "$exp/final" --data "$data/$split.jsonl" --beam 4 --out "$exp/eval/$split.json"
+  done
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  echo "stage 3: train the LM on $data/lm_text.txt with the tokenizer of $exp/final -> $exp/lm"
+  if [ -f "$exp/lm/final/config.json" ]; then echo "  already trained, skipping"; else
+    [ -f "$data/lm_text.txt" ] || {
+      echo "run.sh: $data/lm_text.txt is missing (a corpus made before it existed): run stage 0 again, it keeps" \
+           "the audio and writes it" >&2; exit 2; }
+    resume=(); [ -d "$exp/lm/checkpoints" ] && resume=(--resume)
+    toolkit train "$lm_config" -o "$exp/lm" "${resume[@]}" tokenizer_from="$exp/final" "data.text=[$data/lm_text.txt]"
+  fi
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  echo "stage 4: evaluate $exp/final with the LM $exp/lm/final fused into the search"
+  weight=(); [ -n "$lm_weight" ] && weight=(--lm-weight "$lm_weight")
+  for split in test_seen test_heldout; do
+    echo "== $split"
+    toolkit evaluate --model "$exp/final" --data "$data/$split.jsonl" --beam 4 --lm "$exp/lm/final" "${weight[@]}" \
+      --out "$exp/eval/lm_$split.json"
   done
 fi

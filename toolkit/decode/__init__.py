@@ -2,6 +2,8 @@
 
     hyps = decode(model, x, lengths, DecodingOptions(beam_size=4))   # best hypothesis per input
     hyps = decode(model, x, lengths, DecodingOptions(beam_size=4, ctc_weight=0.3))   # joint CTC/attention
+    nbest = search(model, model.encode(x, lengths), DecodingOptions(beam_size=4, ctc_weight=0.3, lm_weight=0.5),
+                   lm=lm)                                                       # + shallow fusion with an LM
 """
 
 from __future__ import annotations
@@ -11,35 +13,46 @@ from torch import Tensor
 
 from toolkit.decode.beam import BeamSearch
 from toolkit.decode.ctc import CTCPrefixScorer, CTCPrefixState, ctc_greedy, ctc_greedy_search, ctc_greedy_with_frames
+from toolkit.decode.fusion import ShallowFusion
 from toolkit.decode.greedy import GreedySearch
 from toolkit.decode.joint import JointCTCAttentionSearch
 from toolkit.decode.options import DecodingOptions, Hypothesis
+from toolkit.lm.model import LanguageModel
 from toolkit.model.base import EncoderDecoder, EncoderOutput
 
 __all__ = [
     "BeamSearch", "CTCPrefixScorer", "CTCPrefixState", "DecodingOptions", "GreedySearch", "Hypothesis",
-    "JointCTCAttentionSearch", "ctc_greedy", "ctc_greedy_search", "ctc_greedy_with_frames", "decode", "search",
+    "JointCTCAttentionSearch", "ShallowFusion", "ctc_greedy", "ctc_greedy_search", "ctc_greedy_with_frames", "decode",
+    "search",
 ]
 
 
-def search(model: EncoderDecoder, enc_out: EncoderOutput, options: DecodingOptions) -> list[list[Hypothesis]]:
+def search(
+    model: EncoderDecoder, enc_out: EncoderOutput, options: DecodingOptions, lm: LanguageModel | None = None
+) -> list[list[Hypothesis]]:
     """Run the strategy `options` selects over encoded inputs; n-best lists per input.
 
     ctc_weight > 0 (the model must have a CTC head): joint CTC/attention beam search (beam 1 included);
     otherwise greedy for beam 1, beam search above. A model with a CTC head and no decoder: CTC greedy.
+    lm: a language model over the model's token ids, fused into every strategy with `options.lm_weight`
+    (and `options.length_bonus`; `toolkit.decode.fusion`); with lm_weight 0 it is not run at all.
     """
     ctc_head = getattr(model, "ctc_head", None)
+    if lm is not None and lm.vocab_size != model.config.vocab_size:
+        raise ValueError(f"the language model has {lm.vocab_size} tokens and the model {model.config.vocab_size}")
     if model.decoder is None:
         if ctc_head is None:
             raise ValueError("this model has no attention decoder to search with")
+        if (lm is not None and options.lm_weight) or options.length_bonus:
+            raise ValueError("LM fusion and the length bonus need an attention decoder (CTC greedy has no search)")
         with torch.no_grad():
             return ctc_greedy_search(ctc_head(enc_out.memory), enc_out.lengths)
     if options.ctc_weight > 0:
         if ctc_head is None:
             raise ValueError(f"ctc_weight {options.ctc_weight} needs a model with a CTC head")
-        return JointCTCAttentionSearch(options).search(model.decoder, ctc_head, enc_out)
+        return JointCTCAttentionSearch(options).search(model.decoder, ctc_head, enc_out, lm)
     strategy = GreedySearch(options) if options.beam_size == 1 else BeamSearch(options)
-    return strategy.search(model.decoder, enc_out)
+    return strategy.search(model.decoder, enc_out, lm)
 
 
 @torch.no_grad()

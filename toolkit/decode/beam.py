@@ -3,7 +3,8 @@
 All B inputs x K beams decode together as B*K rows of one batch. At each step every input keeps its K best
 continuations (from the top 2K candidates, so that K survive even if some end in EOS); a candidate ending in
 EOS among an input's top K is set aside as finished. An input is done when it has K finished hypotheses or
-has reached its length cap; done inputs leave the batch, so the rest decode faster.
+has reached its length cap; done inputs leave the batch, so the rest decode faster. A language model and a length
+bonus (`toolkit.decode.fusion`) add to each candidate's log-probability when `options` asks for them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import math
 import torch
 from torch import Tensor
 
+from toolkit.decode.fusion import ShallowFusion
 from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty
+from toolkit.lm.model import LanguageModel
 from toolkit.model.base import BOS_ID, EOS_ID, Decoder, EncoderOutput
 
 
@@ -47,9 +50,11 @@ class BeamSearch:
         self.options = options
 
     @torch.no_grad()
-    def search(self, decoder: Decoder, enc_out: EncoderOutput) -> list[list[Hypothesis]]:
-        """enc_out: memory `(B, S, D)` with lengths `(B,)`. Returns, per input, its `nbest` hypotheses, best
-        first."""
+    def search(
+        self, decoder: Decoder, enc_out: EncoderOutput, lm: LanguageModel | None = None
+    ) -> list[list[Hypothesis]]:
+        """enc_out: memory `(B, S, D)` with lengths `(B,)`; lm: a language model fused with weight
+        `options.lm_weight` (`toolkit.decode.fusion`). Returns, per input, its `nbest` hypotheses, best first."""
         opts = self.options
         k = opts.beam_size
         b = enc_out.memory.size(0)
@@ -63,6 +68,7 @@ class BeamSearch:
         generated = torch.empty(b * k, 0, dtype=torch.long, device=device)
         last = torch.full((b * k, 1), BOS_ID, dtype=torch.long, device=device)
         finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+        fusion = ShallowFusion.create(lm, opts, b * k, device)
 
         while items.numel():
             n = items.numel()
@@ -70,6 +76,8 @@ class BeamSearch:
             row_caps = caps[items].repeat_interleave(k)
             logp = apply_rules(logits[:, -1].log_softmax(-1), generated, row_caps, opts).double()
             vocab = logp.size(-1)
+            if fusion is not None:
+                logp = logp + fusion.scores(last[:, 0], vocab)
             candidates = (scores.view(-1, 1) + logp).view(n, k * vocab)
             top_scores, top_index = candidates.topk(2 * k, dim=1)  # (n, 2K), best first
             origin, token = top_index // vocab, top_index % vocab
@@ -83,6 +91,8 @@ class BeamSearch:
             items, scores, token = items[live], scores[live], token[live].flatten()
             generated = torch.cat([generated[rows], token[:, None]], dim=1)
             state = state.select(rows) if done.any() else state.reorder_self(rows)
+            if fusion is not None:
+                fusion.select(rows)
             last = token[:, None]
 
         return [sorted(hyps, key=lambda h: -h.score)[: opts.nbest] for hyps in finished]

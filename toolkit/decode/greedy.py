@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.decode.fusion import ShallowFusion
 from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty
+from toolkit.lm.model import LanguageModel
 from toolkit.model.base import BOS_ID, EOS_ID, Decoder, EncoderOutput
 
 
@@ -15,8 +17,11 @@ class GreedySearch:
         self.options = options
 
     @torch.no_grad()
-    def search(self, decoder: Decoder, enc_out: EncoderOutput) -> list[list[Hypothesis]]:
-        """enc_out: memory `(B, S, D)` with lengths `(B,)`. Returns, per input, a list with one hypothesis."""
+    def search(
+        self, decoder: Decoder, enc_out: EncoderOutput, lm: LanguageModel | None = None
+    ) -> list[list[Hypothesis]]:
+        """enc_out: memory `(B, S, D)` with lengths `(B,)`; lm: a language model fused with weight
+        `options.lm_weight` (`toolkit.decode.fusion`). Returns, per input, a list with one hypothesis."""
         opts = self.options
         b = enc_out.memory.size(0)
         device = enc_out.memory.device
@@ -27,9 +32,12 @@ class GreedySearch:
         logprob = torch.zeros(b, dtype=torch.float64, device=device)
         last = torch.full((b, 1), BOS_ID, dtype=torch.long, device=device)
         results: list[list[Hypothesis]] = [[] for _ in range(b)]
+        fusion = ShallowFusion.create(lm, opts, b, device)
         while rows.numel():
             logits, state = decoder(last, state)
             logp = apply_rules(logits[:, -1].log_softmax(-1), generated, caps[rows], opts)
+            if fusion is not None:
+                logp = logp.double() + fusion.scores(last[:, 0], logp.size(-1))
             best_logp, token = logp.max(-1)
             logprob += best_logp.double()
             generated = torch.cat([generated, token[:, None]], dim=1)
@@ -42,5 +50,7 @@ class GreedySearch:
                 keep = (~ended).nonzero().flatten()
                 rows, generated, logprob, token = rows[keep], generated[keep], logprob[keep], token[keep]
                 state = state.select(keep)
+                if fusion is not None:
+                    fusion.select(keep)
             last = token[:, None]
         return results

@@ -27,6 +27,15 @@ class DecodingOptions:
     ctc_weight:         lambda of joint CTC/attention decoding (`JointCTCAttentionSearch`): a token extends a
                         hypothesis by (1 - lambda) * attention logp + lambda * CTC prefix score gain. 0 = plain
                         attention search; used only with a model that has a CTC head.
+    lm_weight:          beta of shallow fusion with an external language model (`search(..., lm=)`): a token's
+                        score also gains beta * log p_lm(token | hypothesis), EOS included. 0 (or no LM) = off,
+                        and the search is then exactly the one without an LM.
+    length_bonus:       added to the score of every generated token except EOS (ESPnet's length bonus). A
+                        language model prefers short outputs (every token costs log-probability), which shows as
+                        deleted words; the bonus pays that back. Unlike `length_penalty` it acts on every step of
+                        the pruning, not only on the final ranking. Tune it on validation data together with
+                        lm_weight (recipes/synth_speech: lm_weight 0.9, length_bonus 0.5 for a char LSTM LM; joint
+                        CTC/attention already curbs deletions there, so the bonus matters little).
     """
 
     beam_size: int = 1
@@ -38,6 +47,8 @@ class DecodingOptions:
     repetition_max_ngram: int = 8
     nbest: int = 1
     ctc_weight: float = 0.0
+    lm_weight: float = 0.0
+    length_bonus: float = 0.0
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_length < 1 or self.nbest < 1:
@@ -48,12 +59,17 @@ class DecodingOptions:
             raise ValueError(f"min_length {self.min_length} must be in [0, max_length]")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight {self.ctc_weight} must be in [0, 1]")
+        if not (math.isfinite(self.lm_weight) and self.lm_weight >= 0):
+            raise ValueError(f"lm_weight {self.lm_weight} must be a finite number >= 0")
+        if not math.isfinite(self.length_bonus):
+            raise ValueError(f"length_bonus {self.length_bonus} must be a finite number")
 
 
 @dataclass
 class Hypothesis:
     """tokens: generated ids without BOS/EOS; logprob: their total log-probability (EOS included when the
-    hypothesis ended with one); score: logprob under the length penalty, the quantity searches rank by."""
+    hypothesis ended with one) as the search scores it, i.e. with the CTC, LM and length-bonus terms it adds;
+    score: logprob under the length penalty, the quantity searches rank by."""
 
     tokens: list[int]
     logprob: float

@@ -4,6 +4,9 @@ evaluation with WER/CER.
     exp = load_config(AsrExperiment, "recipes/synth_speech/conf/quick.yaml", overrides)
     result = train_asr(exp, Path("exp/speech_quick"))
     report, rows = evaluate_asr("exp/speech_quick/final", "data/speech/test_heldout.jsonl")
+    options = asr_decoding_options(bundle.info, beam_size=4, lm=True)       # saved ctc_weight, lm_weight, ...
+    report, rows = evaluate_asr("exp/speech_quick/final", "data/speech/test_heldout.jsonl", options=options,
+                                lm="exp/lm/final")                          # + shallow fusion with an LM
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from toolkit.data.speech_dataset import SpeechDataset, make_speech_loader
 from toolkit.decode import DecodingOptions, search
 from toolkit.decode.ctc import ctc_greedy
 from toolkit.errors import ToolkitError
+from toolkit.lm import LanguageModel, fusion_weights, load_lm
 from toolkit.metrics.asr import normalize_transcript_for_scoring, wer_report
 from toolkit.model import EncoderDecoder, ModelConfig, build_model
 from toolkit.model.audio_frontend import FeatureStats
 from toolkit.tasks.common import TokenizerConfig, copy_weights, prepare_tokenizer
+from toolkit.text import load_tokenizer
 from toolkit.train import TrainConfig, Trainer, TrainResult
+from toolkit.train.distributed import World, join_process_group
+from toolkit.train.trainer import seed_everything
 
 log = logging.getLogger("toolkit.asr")
 SAMPLE_RATE = 16000
@@ -67,16 +74,27 @@ class AsrExperiment:
     task: Literal["asr"] = "asr"
 
 
-def _records(path: str, subsets: list[str] | None, max_duration: float, charset: set[str] | None,
-             what: str) -> list[SpeechRecord]:
+def _read(path: str, subsets: list[str] | None) -> list[SpeechRecord]:
+    """The corpus at `path` with its transcripts normalised; a corpus without utterances is an error."""
     records = read_speech(path, subsets=subsets) if subsets else read_speech(path)
-    records = [replace(r, text=normalize_transcript_for_scoring(r.text)) for r in records]
-    good, report = check_speech_records(records, max_duration, charset)
-    if len(good) < len(records):
-        log.warning("%s: %s", what, describe_skipped(report))
+    if not records:
+        raise ToolkitError(f"{path}: holds no utterances")
+    return [replace(r, text=normalize_transcript_for_scoring(r.text)) for r in records]
+
+
+def _usable(records: list[SpeechRecord], path: str, what: str, **limits) -> list[SpeechRecord]:
+    """`check_speech_records(records, **limits)`, which logs what it skips (naming `path`) when some are kept; a
+    one-line error saying why when none is."""
+    good, report = check_speech_records(records, source=path, **limits)
     if not good:
-        raise ToolkitError(f"{path}: none of the {len(records)} utterances of the {what} set can be used")
+        why = describe_skipped(replace(report, source=None))
+        raise ToolkitError(f"{path}: no usable utterance in the {what} set ({why})")
     return good
+
+
+def _min_duration(model: EncoderDecoder) -> float:
+    """Seconds of audio the encoder needs for one output frame (shorter utterances have nothing to align)."""
+    return getattr(model.encoder, "min_input_samples", 0) / SAMPLE_RATE
 
 
 @torch.no_grad()
@@ -98,61 +116,92 @@ def fit_feature_normalization(model: EncoderDecoder, dataset: SpeechDataset, cou
 @torch.no_grad()
 def transcribe_records(
     model: EncoderDecoder, tokenizer, records: list[SpeechRecord], options: DecodingOptions,
-    max_batch_seconds: float = 160.0, progress: bool = False,
+    max_batch_seconds: float = 160.0, progress: bool = False, load_errors: dict[str, str] | None = None,
+    lm: LanguageModel | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Decode `records`: ({id: text with the configured search}, {id: text with CTC greedy}) — the second is
-    empty for a model without a CTC head."""
+    empty for a model without a CTC head. Records whose audio fails to load are left out of both (and, when
+    `load_errors` is given, it receives their audio path -> reason); a record too short for one encoder frame
+    gets an empty text. `lm` is fused into the search with `options.lm_weight`."""
     model.eval()
+    device = next(model.parameters()).device
     dataset = SpeechDataset(records, sample_rate=SAMPLE_RATE)
+    if load_errors is not None:
+        dataset.load_errors = load_errors
     durations = [r.duration or 0.0 for r in records]
     loader = make_speech_loader(dataset, durations, max_batch_seconds, train=False)
     texts, ctc_texts = {}, {}
     for batch in tqdm(loader, desc="decoding", unit="batch", disable=not progress):
         if batch is None:
             continue
-        enc_out = model.encode(batch["audio"], batch["audio_lengths"])
+        enc_out = model.encode(batch["audio"].to(device), batch["audio_lengths"].to(device))
         ids = [records[i].id for i in batch["indices"].tolist()]
+        no_frames = (enc_out.lengths == 0).tolist()  # shorter than the encoder's shortest input: empty transcript
         if model.decoder is not None:
-            for utt, nbest in zip(ids, search(model, enc_out, options)):
-                texts[utt] = tokenizer.decode(nbest[0].tokens)
+            for utt, nbest, empty in zip(ids, search(model, enc_out, options, lm), no_frames):
+                texts[utt] = "" if empty else tokenizer.decode(nbest[0].tokens)
         if model.ctc_head is not None:
-            for utt, tokens in zip(ids, ctc_greedy(model.ctc_head(enc_out.memory), enc_out.lengths)):
-                ctc_texts[utt] = tokenizer.decode(tokens)
+            for utt, tokens, empty in zip(ids, ctc_greedy(model.ctc_head(enc_out.memory), enc_out.lengths),
+                                          no_frames):
+                ctc_texts[utt] = "" if empty else tokenizer.decode(tokens)
     return (texts or ctc_texts), ctc_texts
 
 
 def train_asr(exp: AsrExperiment, out_dir: Path, resume: bool = False) -> TrainResult:
-    """Train a speech recogniser on `exp.data`; bundles land in `out_dir/best` and `out_dir/final`."""
-    out_dir = Path(out_dir)
+    """Train a speech recogniser on `exp.data`; bundles land in `out_dir/best` and `out_dir/final`.
+
+    Training utterances with missing or unreadable audio, longer than `data.max_duration`, too short for the
+    encoder to give one frame, or (char tokenizer) with characters outside the vocabulary are skipped and reported
+    (count and the first ids, naming the corpus); audio that fails only when decoded (NaN samples, a stream that
+    stops) is skipped and reported, naming the file, when first met. Validation skips the same, except that
+    too-short utterances are scored with their empty transcript, as `evaluate_asr` does.
+
+    Started by torchrun, every process trains on its share of the batches (`max_batch_seconds` per process) on
+    its own device, data-parallel (`toolkit.train.distributed`); alone, one process on `cuda:0` or the CPU.
+    """
+    with join_process_group() as world:
+        return _train_asr(exp, Path(out_dir), resume, world)
+
+
+def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) -> TrainResult:
+    """`train_asr` on one rank of `world` (every rank runs it)."""
     d = exp.data
-    train_records = _records(d.train, d.train_subsets, d.max_duration, None, "training")
+    train_records = _usable(_read(d.train, d.train_subsets), d.train, "training", max_duration=d.max_duration)
     init = load_model(exp.init_from) if exp.init_from else None
     if init is not None:
         tokenizer = init.tokenizer
-        tokenizer.save(out_dir / "tokenizer")
-    else:
-        tokenizer = prepare_tokenizer(exp.tokenizer, [r.text for r in train_records], out_dir / "tokenizer", resume)
+        if world.is_main:
+            tokenizer.save(out_dir / "tokenizer")
+    else:  # rank 0 trains and saves it, the others read it
+        tokenizer = world.main_first(
+            lambda: prepare_tokenizer(exp.tokenizer, [r.text for r in train_records], out_dir / "tokenizer", resume),
+            lambda: load_tokenizer(out_dir / "tokenizer"))
     charset = set("".join(tokenizer.vocab()[4:])) | {" "} if tokenizer.kind == "char" else None
-    valid_records = _records(d.valid, d.valid_subsets, d.max_duration, charset, "validation")
-    valid_records = valid_records[: d.valid_max_utterances]
-
+    seed_everything(exp.train.seed)  # the same initial weights on every run (and every rank)
     model = build_model(replace(exp.model, vocab_size=tokenizer.vocab_size))
+    train_records = _usable(train_records, d.train, "training", charset=charset, min_duration=_min_duration(model))
+    valid_records = _usable(_read(d.valid, d.valid_subsets), d.valid, "validation", max_duration=d.max_duration,
+                            charset=charset)[: d.valid_max_utterances]
+
     dataset = SpeechDataset(train_records, tokenizer, sample_rate=SAMPLE_RATE)
     if init is not None:
         copy_weights(model, init.model, exp.init_from)
     else:
         fit_feature_normalization(model, dataset, d.cmvn_utterances)
     loader = make_speech_loader(dataset, [r.duration or 0.0 for r in train_records], d.max_batch_seconds,
-                                train=True, num_workers=d.num_workers, seed=exp.train.seed)
-    info = {"task": "asr", "sample_rate": SAMPLE_RATE,
-            "decoding": {"ctc_weight": exp.decoding.ctc_weight, "max_length_ratio": exp.decoding.max_length_ratio}}
+                                train=True, num_workers=d.num_workers, seed=exp.train.seed,
+                                num_replicas=world.size, rank=world.rank)
+    decoding = {"ctc_weight": exp.decoding.ctc_weight, "max_length_ratio": exp.decoding.max_length_ratio}
+    if exp.decoding.lm_weight:  # the fusion setting for when an LM is given (evaluate / transcribe --lm)
+        decoding.update(lm_weight=exp.decoding.lm_weight, length_bonus=exp.decoding.length_bonus)
+    info = {"task": "asr", "sample_rate": SAMPLE_RATE, "decoding": decoding}
 
     def loss_fn(model: EncoderDecoder, batch: dict) -> dict:
         return model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"],
                           ctc_weight=exp.ctc_weight, label_smoothing=exp.label_smoothing)
 
     def validate_fn(model: EncoderDecoder) -> dict[str, float]:
-        greedy = replace(exp.decoding, beam_size=1, nbest=1, ctc_weight=0.0)
+        greedy = replace(exp.decoding, beam_size=1, nbest=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0)
         texts, ctc_texts = transcribe_records(model, tokenizer, valid_records, greedy, d.max_batch_seconds)
         refs = {r.id: r.text for r in valid_records}
         report = wer_report(refs, texts)
@@ -165,24 +214,65 @@ def train_asr(exp: AsrExperiment, out_dir: Path, resume: bool = False) -> TrainR
         save_model(path, model, tokenizer, info={**info, **extra})
 
     trainer = Trainer(model, exp.train, out_dir, loader, loss_fn, validate_fn, save_fn,
-                      batch_size_fn=lambda b: b["audio"].size(0))
+                      batch_size_fn=lambda b: b["audio"].size(0), device=world.device)
     return trainer.fit(resume=resume)
+
+
+def asr_decoding_options(
+    info: dict, where: str | Path = "model", *, beam_size: int | None = None, ctc_weight: float | None = None,
+    lm: bool = False, lm_weight: float | None = None, length_bonus: float | None = None, max_length: int = 400,
+) -> DecodingOptions:
+    """The search options for a speech model whose bundle `info` is given: each argument that is not None, else the
+    bundle's saved default (`info.decoding`: ctc_weight, max_length_ratio, and with `lm` the fusion's lm_weight
+    and length_bonus, `toolkit.lm.fusion_weights`), else beam 1 and no CTC. Without `lm`, lm_weight is 0."""
+    saved = info.get("decoding", {})
+    if lm:
+        lm_weight, length_bonus = fusion_weights(saved, lm_weight, length_bonus, where)
+    elif lm_weight:
+        raise ToolkitError("an LM weight needs a language model (--lm DIR)")
+    return DecodingOptions(
+        beam_size=beam_size or 1, max_length=max_length, max_length_ratio=saved.get("max_length_ratio", 1.0),
+        ctc_weight=saved.get("ctc_weight", 0.0) if ctc_weight is None else ctc_weight,
+        lm_weight=lm_weight or 0.0, length_bonus=length_bonus or 0.0,
+    )
 
 
 def evaluate_asr(
     model_dir: str | Path, data: str, subsets: list[str] | None = None, options: DecodingOptions | None = None,
     max_utterances: int | None = None, predictions_path: str | Path | None = None, group_by: str = "voice",
+    lm: str | Path | None = None,
 ) -> tuple[dict, list[dict]]:
     """WER/CER of the bundle at `model_dir` on `data`, with a per-group breakdown (by the manifest field
-    `group_by`, e.g. voice or accent, when present) and per-utterance rows, also written as JSON."""
+    `group_by`, e.g. voice or accent, when present) and per-utterance rows, also written as JSON.
+
+    options: the search (default: `asr_decoding_options` of the bundle); lm: a language-model bundle fused into
+    the search with `options.lm_weight` (refused if trained with another tokenizer than the model's)."""
     bundle = load_model(model_dir)
     if bundle.info.get("task") != "asr":
         raise ToolkitError(f"{model_dir}: a {bundle.info.get('task')!r} model, not a speech recognition model")
-    records = _records(data, subsets, float("inf"), None, "evaluation")[:max_utterances]
-    saved = bundle.info.get("decoding", {})
-    options = options or DecodingOptions(max_length=400, ctc_weight=saved.get("ctc_weight", 0.0),
-                                         max_length_ratio=saved.get("max_length_ratio", 1.0))
-    texts, _ = transcribe_records(bundle.model, bundle.tokenizer, records, options, progress=True)
+    language_model = load_lm(lm, tokenizer=bundle.tokenizer).model if lm is not None else None
+    records = _usable(_read(data, subsets), data, "evaluation")[:max_utterances]
+    options = options or asr_decoding_options(bundle.info, model_dir, lm=lm is not None)
+    if options.ctc_weight and bundle.model.ctc_head is None:
+        raise ToolkitError(f"{model_dir}: the model has no CTC head, so ctc_weight must be 0 "
+                           f"(got {options.ctc_weight:g})")
+    if language_model is not None and bundle.model.decoder is None:
+        raise ToolkitError(f"{model_dir}: the model has no attention decoder to fuse a language model with")
+    load_errors: dict[str, str] = {}
+    texts, _ = transcribe_records(bundle.model, bundle.tokenizer, records, options, progress=True,
+                                  load_errors=load_errors, lm=language_model)
+    # Audio that fails only when decoded (NaN samples, a stream that stops) is skipped like a missing file: the
+    # scores cover the utterances that could be read, and the others are named, never scored as deletions.
+    failed = [r for r in records if r.id not in texts]
+    if failed:
+        if len(failed) == len(records):
+            first = failed[0]
+            raise ToolkitError(f"{data}: none of the {len(records)} utterances can be decoded (first: {first.id}: "
+                               f"{first.audio}: {load_errors.get(first.audio, 'not decoded')})")
+        log.warning("%s: %d of %d utterances could not be decoded and are not scored: %s", data, len(failed),
+                    len(records), ", ".join(f"{r.id} ({r.audio})" for r in failed[:3]) + (
+                        f", and {len(failed) - 3} more" if len(failed) > 3 else ""))
+        records = [r for r in records if r.id in texts]
     refs = {r.id: r.text for r in records}
     groups = {r.id: str(r.extra.get(group_by) or r.speaker or "all") for r in records}
     report = wer_report(refs, texts, groups=groups)

@@ -29,6 +29,12 @@ sentences, not noise): speed perturbation, reverberation, additive noise at a ra
 Manifest lines: {"id", "audio" (relative to the manifest's folder), "text", "duration" (s), "speaker", "voice",
 "accent", "augment" (the augmentations applied, {} for none)}.
 
+Language-model text (`out_dir/lm_text.txt`, `lm_sentences`): every sentence of the text sources (3-20 words, as
+transcripts, one per line) except those of valid, test_seen and test_heldout, compared after scoring normalisation
+so that no evaluation sentence leaks in another spelling; the training sentences stay. It is the text-only data an
+external language model is trained on (as LibriSpeech ships an LM corpus beside its audio): ~57,000 sentences
+against the 3,000 spoken in train.
+
 Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
 espeak-ng / flite are deterministic, so the same config gives the same corpus byte for byte, whatever `workers`.
 The config is recorded in `out_dir/speech_corpus.json`; re-running with the same config reuses what is there: a
@@ -60,10 +66,13 @@ from toolkit.data.synth.text_normalize import normalize_transcript, spoken_form
 from toolkit.data.synth.voices import (ESPEAK_ACCENTS, ESPEAK_VARIANTS, FLITE_VOICES, SAMPLE_RATE, Speaker, Voice,
                                        check_voices, synthesize)
 from toolkit.errors import ConfigError, ToolkitError
+from toolkit.metrics.asr import normalize_transcript_for_scoring
 
-__all__ = ["SPLITS", "SpeechSynthConfig", "Utterance", "make_speech_corpus", "normalize_transcript", "plan_corpus",
-           "split_voices"]
+__all__ = ["LM_TEXT", "SPLITS", "SpeechSynthConfig", "Utterance", "lm_sentences", "make_speech_corpus",
+           "normalize_transcript", "plan_corpus", "split_voices"]
 SPLITS = ("train", "valid", "test_seen", "test_heldout")
+EVAL_SPLITS = ("valid", "test_seen", "test_heldout")
+LM_TEXT = "lm_text.txt"
 FORMAT = 1
 PEAK = 0.9  # every utterance is scaled to this peak amplitude
 
@@ -187,6 +196,15 @@ def plan_corpus(config: SpeechSynthConfig) -> dict[str, list[Utterance]]:
     return plan
 
 
+def lm_sentences(config: SpeechSynthConfig, plan: dict[str, list[Utterance]] | None = None) -> list[str]:
+    """The language-model text of the corpus `config` makes (module docstring), as transcripts, in the text
+    sources' order. `plan`: `plan_corpus(config)`, when already computed."""
+    plan = plan_corpus(config) if plan is None else plan
+    held_out = {normalize_transcript_for_scoring(u.text) for split in EVAL_SPLITS for u in plan[split]}
+    texts = (normalize_transcript(s) for s in load_sentences(config.text_sources, config.min_words, config.max_words))
+    return [t for t in texts if normalize_transcript_for_scoring(t) not in held_out]
+
+
 def render(utt: Utterance, keep_silence: float = 0.15) -> np.ndarray:
     """The samples of `utt`: synthesised, augmented, scaled to a peak of `PEAK` (float32, 16 kHz)."""
     x = apply_augmentation(synthesize(utt.speaker, utt.spoken, keep_silence), utt.augment, utt.seed)
@@ -252,7 +270,8 @@ def _check_record(out_dir: Path, config: SpeechSynthConfig) -> None:
 
 def make_speech_corpus(out_dir: str | Path, config: SpeechSynthConfig = SpeechSynthConfig(),
                        progress: bool = True) -> dict[str, Path]:
-    """Synthesise the corpus under `out_dir` (see the module docstring); returns {split: JSONL manifest path}."""
+    """Synthesise the corpus under `out_dir` (see the module docstring); returns {split: JSONL manifest path}.
+    The language-model text is written next to them, as `out_dir/lm_text.txt` (`LM_TEXT`)."""
     from tqdm import tqdm
 
     plan = plan_corpus(config)
@@ -291,4 +310,8 @@ def make_speech_corpus(out_dir: str | Path, config: SpeechSynthConfig = SpeechSy
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    lm_text = "".join(f"{t}\n" for t in lm_sentences(config, plan))
+    lm_path = out_dir / LM_TEXT
+    if not lm_path.is_file() or lm_path.read_text(encoding="utf-8") != lm_text:  # a re-run rewrites nothing
+        _write_atomic(lm_path, lm_text)
     return paths
