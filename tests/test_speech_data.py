@@ -436,7 +436,7 @@ def test_check_speech_records_counts_and_describes(tmp_path, caplog):
     assert [r.id for r in good] == ["ok", "long-seg"]
     assert [r.duration for r in good] == [pytest.approx(1.0), pytest.approx(1.5)]
     assert records[0].duration is None  # inputs are not modified
-    assert report.counts == {"missing": 2, "unreadable": 1, "too_long": 2, "charset": 1}
+    assert report.counts == {"missing": 2, "unreadable": 1, "too_short": 0, "too_long": 2, "charset": 1}
     assert (report.total, report.kept, report.skipped) == (8, 2, 6)
     assert report.examples["too_long"] == ["long (4.0 s)"] and report.examples["charset"] == ["accent ('éö')"]
     text = describe_skipped(report)

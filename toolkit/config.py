@@ -68,9 +68,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN != NaN
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: expected a number, got an integer of {len(str(value))} digits") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -91,17 +94,19 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k for k in data if k not in fields), key=str)  # YAML keys may be numbers too
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} for {cls.__name__} (known: {', '.join(fields)})")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} for {cls.__qualname__} (known: {', '.join(fields)})")
     kwargs = {}
     for name, f in fields.items():
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{where}: missing required key {name!r} for {cls.__name__}")
+            raise ConfigError(f"{where}: missing required key {name!r} for {cls.__qualname__}")
     try:
         return cls(**kwargs)
+    except ConfigError as e:  # __post_init__ checked a part of itself (e.g. "encoder: ..."): say whose
+        raise ConfigError(str(e) if str(e).startswith(where) else f"{where}.{e}") from None
     except (ValueError, TypeError) as e:  # __post_init__ validation
         raise ConfigError(f"{where}: {e}") from None
 
@@ -127,8 +132,8 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "override") -
         if not sep or not key:
             raise ConfigError(f"{where} {item!r}: expected KEY=VALUE, e.g. model.d_model=256")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = _plain(yaml.safe_load(raw))
+        except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an integer of > 4300 digits
             raise ConfigError(f"{where} {item!r}: value is not valid YAML") from None
         node = data
         parts = key.split(".")
@@ -145,17 +150,29 @@ def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with a one-line error for a missing or malformed file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e.__class__.__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    try:
+        data = _plain(yaml.safe_load(text))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', 'parse error')})") from None
+        problem = " ".join(str(getattr(e, "problem", None) or "parse error").split())
+        raise ConfigError(f"{path}{line}: invalid YAML ({problem})") from None
+    except RecursionError:  # an alias that contains itself (&a [*a]), or thousands of nested brackets
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply, or an alias that refers to itself)") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: invalid YAML ({str(e).split(':')[0]})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -40,7 +40,9 @@ CONTAINER_SUFFIXES = frozenset(
     {".mp4", ".m4a", ".m4b", ".mkv", ".mka", ".webm", ".mov", ".avi", ".aac", ".wma", ".wmv", ".3gp", ".ts",
      ".flv", ".amr", ".ac3", ".mpg", ".mpeg"}
 )
-_SF_UNRECOGNISED = ("format not recognised", "unimplemented format", "unknown format")
+# libsndfile errors that mean "not a format I can read" (then PyAV decides). Its MP3 reader (mpg123) reports content
+# it cannot parse as "does not exist or is not a regular file": `_check_file` has shown that the file is one.
+_SF_UNRECOGNISED = ("format not recognised", "unimplemented format", "unknown format", "not a regular file")
 
 
 class AudioLoadError(ToolkitError):

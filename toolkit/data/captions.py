@@ -90,6 +90,15 @@ def _load_json(path: PathLike) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise CaptionFileError(f"{path}: line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+    except (ValueError, RecursionError) as e:
+        raise CaptionFileError(f"{path}: not valid JSON ({json_failure(e)})") from None
+
+
+def json_failure(e: ValueError | RecursionError) -> str:
+    """Why `json.loads` refused a text that is not a `JSONDecodeError` (those carry their own line and column)."""
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return " ".join(str(e).split(":")[0].split())  # e.g. "Exceeds the limit (4300 digits) for integer string ..."
 
 
 def _type_name(value: Any) -> str:
@@ -279,6 +288,8 @@ def read_jsonl(
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise CaptionFileError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
+        except (ValueError, RecursionError) as e:
+            raise CaptionFileError(f"{where}: not valid JSON ({json_failure(e)})") from None
         if not isinstance(obj, dict):
             raise CaptionFileError(f"{where}: expected a JSON object, got {_type_name(obj)}")
         image = _get(where, obj, "image", "", "str")

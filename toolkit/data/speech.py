@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from toolkit.data.audio import AudioLoadError, audio_duration
-from toolkit.data.captions import _relative, _type_name, _write_atomic
+from toolkit.data.captions import _relative, _type_name, _write_atomic, json_failure
 from toolkit.errors import ToolkitError
 
 PathLike = str | os.PathLike[str]
@@ -96,10 +96,16 @@ def _number(where: str, obj: dict[str, Any], key: str, minimum: float, strict: b
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpeechFileError(f"{where}: {key}: must be a number of seconds, got {_type_name(value)}")
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond the float range
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds < minimum or (strict and seconds == minimum):
+        shown = f"an integer of {len(str(value))} digits" if seconds == math.inf and isinstance(value, int) \
+            else repr(value)
         raise SpeechFileError(f"{where}: {key}: must be a finite number {'>' if strict else '>='} {minimum:g}, "
-                              f"got {value!r}")
-    return float(value)
+                              f"got {shown}")
+    return seconds
 
 
 def _resolve(root: Path, audio: str) -> str:
@@ -113,6 +119,14 @@ def _fields(where: str, line: str, count: int, names: str, rest: bool = False, o
     if len(parts) != count and not (optional and len(parts) == count - 1):
         raise SpeechFileError(f"{where}: expected '{names}', got {line.strip()[:80]!r}")
     return parts
+
+
+def _duration(where: str, text: str) -> float:
+    """A `utt2dur` value: a finite number of seconds > 0."""
+    value = _seconds(where, "duration", text)
+    if value <= 0:
+        raise SpeechFileError(f"{where}: duration: must be > 0 seconds, got {text!r}")
+    return value
 
 
 def _seconds(where: str, name: str, text: str) -> float:
@@ -138,6 +152,8 @@ def read_jsonl_manifest(path: PathLike) -> list[SpeechRecord]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise SpeechFileError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
+        except (ValueError, RecursionError) as e:
+            raise SpeechFileError(f"{where}: not valid JSON ({json_failure(e)})") from None
         if not isinstance(obj, dict):
             raise SpeechFileError(f"{where}: expected a JSON object, got {_type_name(obj)}")
         if "audio" not in obj and "audio_filepath" in obj:
@@ -158,6 +174,9 @@ def read_jsonl_manifest(path: PathLike) -> list[SpeechRecord]:
         end = _number(where, obj, "end", offset, strict=True)
         if "end" not in obj and "offset" in obj and duration is not None:
             end = offset + duration
+            if not math.isfinite(end):
+                raise SpeechFileError(f"{where}: offset + duration: {offset!r} + {duration!r} s is not a finite "
+                                      "number of seconds")
         uid = str(obj["id"]) if obj.get("id") is not None else obj["audio"] + (f"@{offset:g}" if offset else "")
         if uid in seen:
             raise SpeechFileError(f"{where}: id: {uid!r} already used at line {seen[uid].rsplit(':', 1)[1]}")
@@ -217,7 +236,7 @@ def _kaldi_audio(root: Path, where: str, utt: str, value: str) -> str:
     if re.search(r"\.ark:\d+$", value) or value.startswith(("ark:", "scp:")):
         raise SpeechFileError(f"{where}: {utt}: Kaldi archives ({value[:60]!r}) are not supported: list audio "
                               "files (wav, flac, ...) in wav.scp")
-    if os.path.isabs(value) or not (root / value).exists():
+    if os.path.isabs(value) or not os.path.exists(root / value):  # os.path: False, never OSError, for odd names
         return value
     return str(root / value)
 
@@ -233,7 +252,7 @@ def read_kaldi_dir(path: PathLike) -> list[SpeechRecord]:
              _kaldi_table(root / "text", 2, "utt text", "text", rest=True, optional=True).items()}
     speakers = {u: p[1] for u, (_, p) in _kaldi_table(root / "utt2spk", 2, "utt spk", "utt2spk").items()} \
         if (root / "utt2spk").exists() else {}
-    durations = {u: _seconds(w, "duration", p[1]) for u, (w, p) in
+    durations = {u: _duration(w, p[1]) for u, (w, p) in
                  _kaldi_table(root / "utt2dur", 2, "utt seconds", "utt2dur").items()} \
         if (root / "utt2dur").exists() else {}
     utterances: list[tuple[str, str, float, float | None, dict[str, Any]]] = []  # id, audio, start, end, extra
@@ -277,7 +296,8 @@ def _is_librispeech_subset(folder: Path) -> bool:
     return next(iter(folder.glob("*/*/*.trans.txt")), None) is not None
 
 
-def _librispeech_subset(folder: Path) -> list[SpeechRecord]:
+def _librispeech_subset(folder: Path, seen: dict[str, str]) -> list[SpeechRecord]:
+    """The records of one subset folder; `seen` (utterance id -> `file:line`) refuses an id given twice."""
     records = []
     for trans in sorted(folder.glob("*/*/*.trans.txt")):
         speaker, chapter = trans.parent.parent.name, trans.parent.name
@@ -287,6 +307,9 @@ def _librispeech_subset(folder: Path) -> list[SpeechRecord]:
             if not parts[0].startswith(prefix) or len(parts[0]) == len(prefix):
                 raise SpeechFileError(f"{where}: utterance id {parts[0]!r} does not start with {prefix!r} "
                                       f"(expected '{prefix}NNNN TRANSCRIPT')")
+            if parts[0] in seen:
+                raise SpeechFileError(f"{where}: utterance id {parts[0]!r} already used at {seen[parts[0]]}")
+            seen[parts[0]] = where
             records.append(SpeechRecord(parts[0], str(trans.parent / f"{parts[0]}.flac"),
                                         parts[1].strip() if len(parts) > 1 else "", speaker=speaker,
                                         extra={"subset": folder.name, "chapter": chapter}))
@@ -301,20 +324,21 @@ def read_librispeech(root: PathLike, subsets: Iterable[str] | str | None = None)
     if not folder.is_dir():
         raise SpeechFileError(f"{root}: LibriSpeech folder not found")
     present = sorted(d.name for d in folder.iterdir() if d.is_dir() and _is_librispeech_subset(d))
+    seen: dict[str, str] = {}
     if subsets is None:
         if _is_librispeech_subset(folder):
-            return _librispeech_subset(folder)
+            return _librispeech_subset(folder, seen)
         if present:
             raise SpeechFileError(f"{root}: a LibriSpeech corpus folder: choose subsets=[...] among "
                                   f"{', '.join(present)}")
         raise SpeechFileError(f"{root}: no LibriSpeech layout (<speaker>/<chapter>/<speaker>-<chapter>.trans.txt)")
-    wanted = [subsets] if isinstance(subsets, str) else list(subsets)
+    wanted = [subsets] if isinstance(subsets, str) else list(dict.fromkeys(subsets))  # each subset once
     records = []
     for name in wanted:
         if name in present:
-            records.extend(_librispeech_subset(folder / name))
+            records.extend(_librispeech_subset(folder / name, seen))
         elif folder.name == name and _is_librispeech_subset(folder):
-            records.extend(_librispeech_subset(folder))
+            records.extend(_librispeech_subset(folder, seen))
         else:
             raise SpeechFileError(f"{root}: LibriSpeech subset {name!r} not found (present: "
                                   f"{', '.join(present) or 'none'})")
@@ -345,6 +369,7 @@ def read_speech(path: PathLike, **kw: Any) -> list[SpeechRecord]:
 _REASONS = {
     "missing": "missing audio",
     "unreadable": "unreadable audio",
+    "too_short": "shorter than min_duration",
     "too_long": "longer than max_duration",
     "charset": "with characters outside the charset",
 }
@@ -353,11 +378,14 @@ _REASONS = {
 @dataclass
 class SpeechCheckReport:
     """What `check_speech_records` skipped: `counts[reason]` and the first `examples[reason]` ("id (detail)").
-    Reasons: "missing", "unreadable", "too_long", "charset"."""
+    Reasons: "missing", "unreadable", "too_short", "too_long", "charset". `source` (e.g. the manifest's path)
+    starts the description."""
 
     total: int = 0
     kept: int = 0
     max_duration: float | None = None
+    min_duration: float | None = None
+    source: str | None = None
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_REASONS, 0))
     examples: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in _REASONS})
 
@@ -384,20 +412,26 @@ def _audio_check(record: SpeechRecord) -> tuple[str | None, str, float | None]:
 
 def check_speech_records(
     records: list[SpeechRecord], max_duration: float | None = None, charset: set[str] | None = None,
-    max_examples: int = 3, num_threads: int = 8,
+    max_examples: int = 3, num_threads: int = 8, min_duration: float | None = None, source: PathLike | None = None,
 ) -> tuple[list[SpeechRecord], SpeechCheckReport]:
     """Keep the records fit to train on; report the others by reason (never silently: a warning is logged).
 
     Skipped: audio files that do not exist ("missing"); unknown durations are read from the audio header (the
-    kept records come back with `duration` filled in; a header that fails is "unreadable"); utterances longer than
+    kept records come back with `duration` filled in; a header that fails is "unreadable"); utterances shorter
+    than `min_duration` s ("too_short": e.g. too short for the encoder to give one frame) or longer than
     `max_duration` s ("too_long"); transcripts with a character outside `charset` ("charset"; include " " in it
-    when transcripts have spaces). The first reason found per record is counted.
+    when transcripts have spaces). The first reason found per record is counted. `source` names the corpus in
+    the description. When some records are skipped and some kept, `describe_skipped(report)` is logged as a
+    warning; when none is kept nothing is logged: the caller, left without data, says why in its error.
     """
-    report = SpeechCheckReport(total=len(records), max_duration=max_duration)
+    report = SpeechCheckReport(total=len(records), max_duration=max_duration, min_duration=min_duration,
+                               source=None if source is None else str(source))
     with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(records) or 1))) as pool:
         audio = list(pool.map(_audio_check, records))
     good = []
     for record, (reason, detail, duration) in zip(records, audio):
+        if reason is None and min_duration is not None and duration is not None and duration < min_duration:
+            reason, detail = "too_short", f"{duration:.3g} s"
         if reason is None and max_duration is not None and duration is not None and duration > max_duration:
             reason, detail = "too_long", f"{duration:.1f} s"
         if reason is None and charset is not None:
@@ -411,19 +445,21 @@ def check_speech_records(
         if len(report.examples[reason]) < max_examples:
             report.examples[reason].append(f"{record.id} ({detail})")
     report.kept = len(good)
-    if report.skipped:
+    if report.skipped and good:
         log.warning("%s", describe_skipped(report))
     return good, report
 
 
 def describe_skipped(report: SpeechCheckReport) -> str:
     """One line: how many utterances were skipped, per reason, with the first examples."""
+    source = f"{report.source}: " if report.source else ""
     if not report.skipped:
-        return f"all {report.total} utterances kept"
+        return f"{source}all {report.total} utterances kept"
+    limits = {"too_short": report.min_duration, "too_long": report.max_duration}
     parts = []
     for reason, count in report.counts.items():
         if count:
-            label = _REASONS[reason] + (f" ({report.max_duration:g} s)" if reason == "too_long" else "")
+            label = _REASONS[reason] + (f" ({limits[reason]:.3g} s)" if limits.get(reason) is not None else "")
             more = f", and {count - len(report.examples[reason])} more" if count > len(report.examples[reason]) else ""
             parts.append(f"{count} {label}: {', '.join(report.examples[reason])}{more}")
-    return " ".join(f"skipped {report.skipped} of {report.total} utterances: {'; '.join(parts)}".split())
+    return " ".join(f"{source}skipped {report.skipped} of {report.total} utterances: {'; '.join(parts)}".split())

@@ -163,6 +163,12 @@ class ConformerEncoder(Encoder):
         """`(B,)` waveform lengths in samples -> `(B,)` int64 memory lengths."""
         return self.subsampling.output_lengths(self.frontend.output_lengths(num_samples))
 
+    @property
+    def min_input_samples(self) -> int:
+        """The shortest waveform that gives one memory frame: n_fft + 6 hops (1360 samples, 85 ms at 16 kHz).
+        A shorter input gives none, so there is nothing to transcribe or to align a transcript with."""
+        return self.config.n_fft + (Conv2dSubsampling.min_input_frames - 1) * self.config.hop_length
+
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         if x.dim() != 2:
             raise ValueError(f"expected a waveform batch (B, N), got shape {tuple(x.shape)}")
