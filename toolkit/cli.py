@@ -6,6 +6,7 @@ import argparse
 import fnmatch
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -29,8 +30,18 @@ def cmd_encoders(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from toolkit.bundle import load_model
+    from toolkit.bundle import load_model, read_bundle_config
 
+    if read_bundle_config(args.model)["info"].get("task") == "lm":
+        from toolkit.config import to_dict
+        from toolkit.lm import load_lm
+
+        lm = load_lm(args.model)
+        summary = {"language_model": to_dict(lm.model.config),
+                   "tokenizer": f"{lm.tokenizer.kind} ({lm.tokenizer.vocab_size} tokens)",
+                   "parameters": sum(p.numel() for p in lm.model.parameters()), "info": lm.info}
+        print(json.dumps(summary, indent=2))
+        return
     bundle = load_model(args.model)
     cfg = bundle.model.config
     params = sum(p.numel() for p in bundle.model.parameters())
@@ -67,8 +78,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         from toolkit.tasks.caption import CaptionExperiment as Experiment, train_captioner as train
     elif task == "asr":
         from toolkit.tasks.asr import AsrExperiment as Experiment, train_asr as train
+    elif task == "lm":
+        from toolkit.tasks.lm import LmExperiment as Experiment, train_lm as train
     else:
-        raise ToolkitError(f"{args.config}: task {task!r} is not known (known: caption, asr)")
+        raise ToolkitError(f"{args.config}: task {task!r} is not known (known: caption, asr, lm)")
     exp = from_dict(Experiment, data, str(args.config))
     r = train(exp, Path(args.out), resume=args.resume)
     print(f"trained {r.steps} steps ({r.epochs} epochs) in {r.seconds / 60:.1f} min, {r.items_per_second:.1f} items/s")
@@ -79,15 +92,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate_asr(args: argparse.Namespace) -> None:
-    from toolkit.decode import DecodingOptions
+    from toolkit.bundle import read_bundle_config
     from toolkit.metrics.asr import format_wer_table
-    from toolkit.tasks.asr import evaluate_asr
+    from toolkit.tasks.asr import asr_decoding_options, evaluate_asr
 
     options = None
-    if args.beam is not None or args.ctc_weight is not None:
-        options = DecodingOptions(beam_size=args.beam or 1, max_length=10_000, max_length_ratio=1.0,
-                                  ctc_weight=args.ctc_weight or 0.0)
-    report, _ = evaluate_asr(args.model, args.data, args.splits, options, args.max_images, args.out)
+    if any(v is not None for v in (args.beam, args.ctc_weight, args.lm_weight, args.length_bonus)):
+        # what is not given is the model's saved setting (asr_decoding_options)
+        info = read_bundle_config(args.model)["info"]
+        options = asr_decoding_options(info, args.model, beam_size=args.beam, ctc_weight=args.ctc_weight,
+                                       lm=args.lm is not None, lm_weight=args.lm_weight,
+                                       length_bonus=args.length_bonus, max_length=10_000)
+    report, _ = evaluate_asr(args.model, args.data, args.splits, options, args.max_images, args.out, lm=args.lm)
     print(format_wer_table(report))
     print(f"wer={report['wer']:.4f} cer={report['cer']:.4f}")
 
@@ -98,6 +114,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if read_bundle_config(args.model).get("info", {}).get("task") == "asr":
         return cmd_evaluate_asr(args)
+    if args.lm is not None or args.lm_weight is not None or args.length_bonus is not None:
+        raise ToolkitError(f"{args.model}: --lm, --lm-weight and --length-bonus are for speech recognition models")
     args.beam = args.beam or 1
     from toolkit.metrics import format_table
     from toolkit.tasks.caption import evaluate_captioner
@@ -108,9 +126,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         args.out, meteor=False if args.no_meteor else None,
     )
     print(format_table(scores))
-    if args.report:
+    if args.report or args.gallery_json:
         from toolkit.pipelines import Captioner
-        from toolkit.report import GalleryItem, write_caption_gallery
+        from toolkit.report import GalleryItem, write_caption_gallery, write_gallery_json
 
         shown = rows[: args.report_images]
         results = Captioner.from_pretrained(args.model).caption(
@@ -119,7 +137,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         )
         items = [GalleryItem(r["image"], res.caption, r["references"], res.tokens, res.attention)
                  for r, res in zip(shown, results)]
-        print(f"report: {write_caption_gallery(args.report, items, title=f'{args.data}', metrics=scores)}")
+        if args.report:
+            print(f"report: {write_caption_gallery(args.report, items, title=f'{args.data}', metrics=scores)}")
+        if args.gallery_json:
+            print(f"gallery: {write_gallery_json(args.gallery_json, items)}")
     print(" ".join(f"{k.lower().replace('-', '')}={v:.4f}" for k, v in scores.items()))
 
 
@@ -146,9 +167,13 @@ def cmd_caption(args: argparse.Namespace) -> None:
 def cmd_transcribe(args: argparse.Namespace) -> None:
     from toolkit.pipelines import Transcriber
 
-    results = Transcriber.from_pretrained(args.model).transcribe(
-        args.audio, beam_size=args.beam, batch_size=args.batch_size, ctc_weight=args.ctc_weight,
-        ctc_only=args.ctc_only)
+    if args.lm is None and args.lm_weight:
+        raise ToolkitError("--lm-weight needs a language model (--lm DIR)")
+    transcriber = Transcriber.from_pretrained(args.model, lm=args.lm, lm_weight=args.lm_weight,
+                                              length_bonus=args.length_bonus)
+    results = transcriber.transcribe(args.audio, beam_size=args.beam, batch_size=args.batch_size,
+                                     ctc_weight=args.ctc_weight, ctc_only=args.ctc_only,
+                                     length_bonus=args.length_bonus)
     if args.json:
         print(json.dumps([{"audio": r.source, "text": r.text, "score": round(r.score, 4)} for r in results], indent=1))
     else:
@@ -157,22 +182,41 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
+    if args.kind == "longform":
+        return cmd_synth_longform(args)
     sizes = {k: v for k, v in vars(args).items() if k in SYNTH_OPTIONS[args.kind] and v is not None}
     if args.kind == "shapes":
         from toolkit.data.synth.shapes import ShapesConfig, make_shapes_corpus
 
         paths = make_shapes_corpus(args.out, ShapesConfig(seed=args.seed, **sizes))
     else:
-        from toolkit.data.synth.speech import SpeechSynthConfig, make_speech_corpus
+        from toolkit.data.synth.speech import LM_TEXT, SpeechSynthConfig, make_speech_corpus
 
         paths = make_speech_corpus(args.out, SpeechSynthConfig(seed=args.seed, **sizes))
+        paths = {**paths, "lm_text": Path(args.out) / LM_TEXT}  # text for an external language model
     for split, path in paths.items():
         print(f"{split}: {path}")
+
+
+def cmd_synth_longform(args: argparse.Namespace) -> None:
+    from toolkit.data.speech import read_speech
+    from toolkit.data.synth.longform import LongformConfig, assemble_longform, make_demo_video
+
+    if args.manifest is None:
+        raise ToolkitError("synth longform: --manifest is required (the utterances to assemble)")
+    wav = Path(args.out) / "longform.wav"
+    segments = assemble_longform(read_speech(args.manifest), wav, LongformConfig(minutes=args.minutes, seed=args.seed))
+    speech = sum(s.kind == "speech" for s in segments)
+    print(f"audio: {wav} ({segments[-1].end:.1f} s, {speech} utterances)")
+    print(f"timeline: {wav.with_suffix('.json')}")
+    if args.video:
+        print(f"video: {make_demo_video(wav, wav.with_suffix('.mp4'))}")
 
 
 SYNTH_OPTIONS = {
     "shapes": {"train", "val", "test_iid", "test_heldout", "image_size", "max_objects"},
     "speech": {"train", "valid", "test_seen", "test_heldout", "workers"},
+    "longform": {"manifest", "minutes", "video"},
 }
 
 
@@ -181,6 +225,110 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
     n = convert_captions(args.src, args.dst, args.to, args.image_root, args.splits)
     print(f"wrote {n} images to {args.dst} ({args.to})")
+
+
+def cmd_subtitle(args: argparse.Namespace) -> None:
+    from toolkit.media import VadConfig
+    from toolkit.pipelines.subtitler import SubtitleOptions, Subtitler
+    from toolkit.subtitles import CueRules, get_writer
+    from toolkit.subtitles.mux import find_ffmpeg, mux_subtitles
+
+    if args.lm is None and args.lm_weight:
+        raise ToolkitError("--lm-weight needs a language model (--lm DIR)")
+    source = Path(args.input)
+    fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() if args.out else "srt")
+    writer = get_writer(fmt)
+    out = Path(args.out) if args.out else source.with_suffix(f".{writer.extension.lstrip('.')}")
+    if args.mux:
+        find_ffmpeg()  # say so before an hour of decoding, not after
+    rules = CueRules(max_line_chars=args.max_line_chars, max_lines=args.max_lines, max_cps=args.max_cps,
+                     min_duration=args.min_duration, max_duration=args.max_duration, min_gap=args.min_gap)
+    options = SubtitleOptions(vad=VadConfig(backend=args.vad, threshold=args.vad_threshold), rules=rules,
+                              max_chunk=args.max_chunk, beam_size=args.beam, batch_size=args.batch_size,
+                              ctc_weight=args.ctc_weight, lm_weight=args.lm_weight,
+                              length_bonus=args.length_bonus)
+    subtitler = Subtitler.from_pretrained(args.model, options, lm=args.lm)
+    result = subtitler.subtitle(source, progress=not args.quiet)
+    writer.write_file(result.cues, out)
+    print(f"{out}: {len(result.cues)} cues, {len(result.words)} words, {result.duration / 60:.1f} min of audio")
+    if args.timeline:
+        from toolkit.data.synth.longform import read_timeline
+        from toolkit.subtitles.scoring import timing_report
+
+        report = timing_report(result.cues, read_timeline(args.timeline), rules)
+        scored = out.with_suffix(".timing.json")
+        scored.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        print(f"{scored}: cue start error median {report['start_error_median']:.3f} s, "
+              f"p95 {report['start_error_p95']:.3f} s; {report['cues_in_nonspeech']} cues over non-speech, "
+              f"{report['rule_violations']} rule violations")
+    if args.mux:
+        track = out
+        if fmt == "json":  # a video takes SRT, not our JSON
+            track = out.with_suffix(".srt")
+            get_writer("srt").write_file(result.cues, track)
+        print(f"{mux_subtitles(source, track, args.mux)}: the video with a soft subtitle track")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from toolkit.report import build_report
+
+    out = build_report(args.out, args.caption_exp, args.speech_exp, args.subtitles, args.title)
+    print(f"report: {out}")
+    if args.screenshot:
+        from toolkit.report.browser import take_screenshot
+
+        print(f"screenshot: {take_screenshot(out, args.screenshot)}")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a beam of 0 is refused by argparse, not deep in the decoder)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _weight(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    """argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return value
+
+
+def _nonnegative(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _add_lm_options(p: argparse.ArgumentParser, prefix: str) -> None:
+    """--lm, --lm-weight, --length-bonus: shallow fusion with an external language model (toolkit.lm)."""
+    p.add_argument("--lm", metavar="DIR", help=f"{prefix}language model bundle to fuse into the search (trained with "
+                                               "`toolkit train` task lm and this model's tokenizer)")
+    p.add_argument("--lm-weight", type=_nonnegative, help="weight of the LM's log-probabilities (default: the "
+                                                          "model's saved decoding.lm_weight)")
+    p.add_argument("--length-bonus", type=_number, help="score added per output token, to offset the LM's "
+                                                        "preference for short outputs (default: the model's, or 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,24 +360,28 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "Kaldi data dir or LibriSpeech folder")
     p.add_argument("--image-root", help="folder the image paths are relative to (default: the file's folder)")
     p.add_argument("--splits", nargs="*", help="Karpathy splits (e.g. test) or LibriSpeech subsets (test-clean)")
-    p.add_argument("--beam", type=int, help="beam size (captions: 1; speech: the model's saved setting)")
-    p.add_argument("--ctc-weight", type=float, help="speech: weight of CTC prefix scores in joint beam search")
+    p.add_argument("--beam", type=_positive_int, help="beam size (captions: 1; speech: the model's saved setting)")
+    p.add_argument("--ctc-weight", type=_weight, help="speech: weight of CTC prefix scores in joint beam search")
+    _add_lm_options(p, "speech: ")
     p.add_argument("--length-penalty", type=float, default=0.0)
-    p.add_argument("--max-length", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-images", type=int, help="evaluate the first N images / utterances only")
+    p.add_argument("--max-length", type=_positive_int, default=40)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--max-images", type=_positive_int, help="evaluate the first N images / utterances only")
     p.add_argument("--out", help="write scores and per-image predictions to this JSON file")
     p.add_argument("--report", help="write an HTML gallery with attention heatmaps to this file")
-    p.add_argument("--report-images", type=int, default=24, help="images shown in the report (default: 24)")
+    p.add_argument("--gallery-json", metavar="FILE", help="captioning: save the gallery (images, captions, references, "
+                                                          "attention) as JSON for `toolkit report`")
+    p.add_argument("--report-images", type=_positive_int, default=24,
+                   help="images shown in the report / gallery (default: 24)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR even when Java is installed")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("caption", help="caption images (files, folders or glob patterns)")
     p.add_argument("images", nargs="+", metavar="IMG")
     p.add_argument("--model", required=True, help="model bundle directory")
-    p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=40)
+    p.add_argument("--beam", type=_positive_int, default=1)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--max-length", type=_positive_int, default=40)
     p.add_argument("--json", action="store_true", help="print JSON instead of tab-separated lines")
     p.add_argument("--report", help="write an HTML gallery with per-word attention heatmaps to this file")
     p.set_defaults(func=cmd_caption)
@@ -237,15 +389,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transcribe", help="transcribe audio files (any rate/channels; video containers via PyAV)")
     p.add_argument("audio", nargs="+", metavar="AUDIO")
     p.add_argument("--model", required=True, help="model bundle directory")
-    p.add_argument("--beam", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--ctc-weight", type=float, help="weight of CTC prefix scores (default: the model's setting)")
+    p.add_argument("--beam", type=_positive_int, default=4)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--ctc-weight", type=_weight, help="weight of CTC prefix scores (default: the model's setting)")
     p.add_argument("--ctc-only", action="store_true", help="CTC greedy decoding only (fastest)")
+    _add_lm_options(p, "")
     p.add_argument("--json", action="store_true", help="print JSON instead of tab-separated lines")
     p.set_defaults(func=cmd_transcribe)
 
-    p = sub.add_parser("synth", help="make a synthetic corpus: shapes (images + captions, COCO JSON) or speech "
-                                     "(espeak-ng / flite voices, JSONL manifests)")
+    p = sub.add_parser("subtitle", help="subtitle audio or video of any length: SRT / WebVTT / JSON, optionally "
+                                        "muxed into the video as a soft track")
+    p.add_argument("input", metavar="INPUT", help="audio file or video (mp4, mkv, webm, mov, ...)")
+    p.add_argument("--model", required=True, help="speech model bundle directory (with a CTC head)")
+    p.add_argument("-o", "--out", help="subtitle file to write (default: INPUT with the format's extension)")
+    p.add_argument("--format", choices=["srt", "vtt", "json"], help="default: from --out's extension, else srt")
+    p.add_argument("--mux", metavar="VIDEO_OUT", help="also write the video with the subtitles as a soft track "
+                                                      "(.mkv: srt, .mp4/.mov: mov_text, .webm: webvtt; needs ffmpeg)")
+    p.add_argument("--max-line-chars", type=_positive_int, default=42)
+    p.add_argument("--max-lines", type=_positive_int, default=2)
+    p.add_argument("--max-cps", type=_nonnegative, default=20.0, help="reading speed limit, characters per second")
+    p.add_argument("--min-duration", type=_nonnegative, default=1.0, help="seconds a cue stays at least")
+    p.add_argument("--max-duration", type=_nonnegative, default=7.0, help="seconds a cue stays at most")
+    p.add_argument("--min-gap", type=_nonnegative, default=0.08, help="seconds between cues")
+    p.add_argument("--vad", choices=["silero", "energy"], default="silero", help="voice activity detector")
+    p.add_argument("--vad-threshold", type=_weight, default=0.5, help="speech probability that starts speech")
+    p.add_argument("--max-chunk", type=_nonnegative, default=20.0, help="longest stretch decoded at once, seconds")
+    p.add_argument("--beam", type=_positive_int, default=4)
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="chunks decoded together")
+    p.add_argument("--ctc-weight", type=_weight, help="weight of CTC prefix scores (default: the model's setting)")
+    _add_lm_options(p, "")
+    p.add_argument("--timeline", metavar="JSON", help="score the cues against known speech times (the timeline "
+                                                      "`toolkit synth longform` writes): OUT.timing.json")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_subtitle)
+
+    p = sub.add_parser("synth", help="make a synthetic corpus: shapes (images + captions, COCO JSON), speech "
+                                     "(espeak-ng / flite voices, JSONL manifests) or longform (one long recording "
+                                     "with a known timeline, from a speech manifest)")
     p.add_argument("kind", choices=sorted(SYNTH_OPTIONS))
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -258,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="shapes: image side in pixels (128)")
     p.add_argument("--max-objects", type=int, choices=[1, 2, 3], help="shapes: objects per image, at most (3)")
     p.add_argument("--workers", type=int, help="speech: synthesis processes (default: CPU count)")
+    p.add_argument("--manifest", help="longform: the utterances (JSONL manifest, Kaldi dir or LibriSpeech folder)")
+    p.add_argument("--minutes", type=float, help="longform: cycle the utterances until this long (default: each once)")
+    p.add_argument("--video", action="store_true", help="longform: also write a test-pattern video (longform.mp4)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("convert", help="convert a caption corpus between COCO, Karpathy and JSONL")
@@ -267,6 +450,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root")
     p.add_argument("--splits", nargs="*")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("report", help="one HTML page of a run: metric tables, loss curves, captions with attention, "
+                                      "subtitled videos (from experiment folders)")
+    p.add_argument("-o", "--out", required=True, help="the page to write, e.g. exp/quickstart/report.html "
+                                                      "(videos go to assets/ next to it)")
+    p.add_argument("--caption-exp", metavar="DIR",
+                   help="captioning experiment: eval/*.json, train_log.csv, loss_curve.png, gallery.json")
+    p.add_argument("--speech-exp", metavar="DIR", help="speech experiment: eval/*.json, train_log.csv, loss_curve.png")
+    p.add_argument("--subtitles", metavar="DIR", help="folder of <name>.webm|.mp4 + <name>.vtt (+ <name>.timing.json)")
+    p.add_argument("--title", default="toolkit report", help="the page's title")
+    p.add_argument("--screenshot", metavar="PNG", help="also render the page in headless Chromium to this PNG")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("smoke", help="train, save, load and decode a tiny captioner end to end (about a minute)")
     p.add_argument("--out", default="exp/smoke", help="output directory (default: exp/smoke)")
@@ -289,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except ToolkitError as e:
         print(f"toolkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # where the command writes: a folder in place of a file, no permission, a full disk
+        name = e.filename2 if e.filename2 is not None else e.filename  # os.replace(tmp, target): the target
+        where = f"{name}: " if name is not None else ""
+        print(f"toolkit {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"toolkit {args.command}: interrupted", file=sys.stderr)

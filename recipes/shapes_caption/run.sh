@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Synthetic shapes captioning: make the corpus, train, evaluate (i.i.d. and held-out combinations), report.
-#   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp exp/quick] [-- KEY=VALUE ...]
+#   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp exp/quick] [--data data/shapes]
+#               [--synth-args "--train 200 ..."] [-- KEY=VALUE ...]
 set -euo pipefail
 cd "$(dirname "$0")"
-stage=0; stop_stage=3; config=conf/quick.yaml; exp=""
+stage=0; stop_stage=3; config=conf/quick.yaml; exp=""; data=data/shapes; synth_args=""
 . ../shared/parse_options.sh
 exp=${exp:-exp/$(basename "$config" .yaml)}
-data=data/shapes
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   echo "stage 0: synthetic corpus -> $data"
   if [ -f "$data/captions_test_heldout.json" ]; then echo "  already made, skipping"; else
-    toolkit synth shapes --out "$data" --seed 0
+    toolkit synth shapes --out "$data" --seed 0 $synth_args
   fi
 fi
 
@@ -19,7 +19,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "stage 1: train $config -> $exp"
   if [ -f "$exp/final/config.json" ]; then echo "  already trained, skipping"; else
     resume=(); [ -d "$exp/checkpoints" ] && resume=(--resume)
-    toolkit train "$config" -o "$exp" "${resume[@]}" "${overrides[@]}"
+    toolkit train "$config" -o "$exp" "${resume[@]}" data.train="$data/captions_train.json" \
+      data.valid="$data/captions_val.json" "${overrides[@]}"
   fi
 fi
 

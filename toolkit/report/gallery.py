@@ -1,9 +1,12 @@
-"""A self-contained HTML gallery of captioned images with per-word attention heatmaps.
+"""Captioned images with per-word attention heatmaps: HTML cards, a standalone gallery page, gallery.json.
 
     items = [GalleryItem(r.image, r.caption, refs[r.image], r.tokens, r.attention) for r in results]
-    write_caption_gallery("gallery.html", items, metrics=caption_scores(...))
+    write_caption_gallery("gallery.html", items, metrics=caption_scores(...))   # one page, no script
+    html = caption_cards(items)                     # the cards alone, for a larger page (`ReportPage`)
+    write_gallery_json("exp/quick/gallery.json", items)   # saved for `toolkit report` (format: read_gallery_json)
+    items = read_gallery_json("exp/quick/gallery.json")
 
-One HTML file: images are embedded as base64 JPEG, the CSS is inline, and there is no script at all.
+Images are embedded in the HTML as base64 JPEG; the CSS a page needs for the cards is `GALLERY_CSS`.
 """
 
 from __future__ import annotations
@@ -11,14 +14,15 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
+
+from toolkit.errors import ToolkitError
 
 DISPLAY_SIZE = 256  # longest side of the main image, in pixels
 THUMB_SIZE = 96  # longest side of an attention thumbnail
@@ -103,12 +107,7 @@ def _labels(item: GalleryItem, index: int) -> list[str]:
     return tokens
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;background:#f5f5f7;color:#222}
-h1{font-size:1.5em;margin:0 0 16px}
-table.metrics{border-collapse:collapse;margin:0 0 24px;background:#fff}
-table.metrics th,table.metrics td{border:1px solid #ddd;padding:4px 12px;text-align:left}
-table.metrics td.v{text-align:right;font-variant-numeric:tabular-nums}
+GALLERY_CSS = """
 .card{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.15);padding:16px;margin:0 0 20px;
 display:flex;gap:16px;flex-wrap:wrap}
 .card .main img{display:block;max-width:256px;border-radius:4px}
@@ -155,10 +154,10 @@ def _card(item: GalleryItem, index: int) -> str:
     return "\n".join(parts)
 
 
-def _metrics_table(metrics: Mapping[str, float]) -> str:
-    rows = "\n".join(f'<tr><td>{html.escape(str(k))}</td><td class="v">{float(v):.4f}</td></tr>'
-                     for k, v in metrics.items())
-    return f'<table class="metrics">\n<tr><th>metric</th><th>score</th></tr>\n{rows}\n</table>'
+def caption_cards(items: Sequence[GalleryItem]) -> str:
+    """The HTML of one card per item (styled by `GALLERY_CSS`): the image, the predicted caption, the references (an
+    exact match after normalisation highlighted) and one attention thumbnail per generated word; text escaped."""
+    return "\n".join(_card(item, i) for i, item in enumerate(items))
 
 
 def write_caption_gallery(
@@ -167,29 +166,102 @@ def write_caption_gallery(
     title: str = "Caption gallery",
     metrics: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write one self-contained HTML page: `title`, a table of `metrics` (if given), then a card per item with
-    the image, the predicted caption, the references (an exact match after normalisation highlighted) and one
-    attention thumbnail per generated word. All text is HTML-escaped. The file is written atomically
-    (a temporary file in the same folder, then `os.replace`). Returns `path`."""
-    path = Path(path)
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    """Write one self-contained HTML page: `title`, a table of `metrics` (if given), then `caption_cards(items)`.
+    No script; the file is written atomically. Returns `path`."""
+    from toolkit.report.page import ReportPage
+
+    page = ReportPage(title, probe=False)
     if metrics:
-        body.append(_metrics_table(metrics))
-    body += [_card(item, i) for i, item in enumerate(items)]
-    page = "\n".join([
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-        *body, "</body>", "</html>", "",
-    ])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        page.table([{"metric": k, "score": float(v)} for k, v in metrics.items()])
+    page.caption_cards(items)
+    return page.write(path)
+
+
+# ------------------------------------------------------------------------------------------------ gallery.json
+
+
+def write_gallery_json(path: str | Path, items: Sequence[GalleryItem]) -> Path:
+    """Save `items` as `path` (a gallery.json, see `read_gallery_json`) with its files in the folder `path` without
+    its suffix: item i's image as `NNN-<name>.png` and its attention as `NNN-attention.npy`. The images are copied
+    (re-encoded as PNG), so the gallery outlives the data it came from. Returns `path`."""
+    from toolkit.report.files import write_atomic
+
+    path = Path(path)
+    folder = path.with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, item in enumerate(items):
+        name = "image" if isinstance(item.image, Image.Image) else Path(item.image).stem
+        buf = io.BytesIO()
+        _open(item.image).save(buf, format="PNG")
+        image = write_atomic(folder / f"{i:03d}-{name}.png", buf.getvalue())
+        attention = None
+        if item.attention is not None:
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(item.attention, dtype=np.float32), allow_pickle=False)
+            attention = write_atomic(folder / f"{i:03d}-attention.npy", buf.getvalue())
+        records.append({
+            "image": image.relative_to(path.parent).as_posix(), "caption": item.caption,
+            "references": list(item.references), "tokens": list(item.tokens),
+            "attention": attention.relative_to(path.parent).as_posix() if attention else None,
+        })
+    return write_atomic(path, json.dumps(records, indent=1, ensure_ascii=False) + "\n")
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def read_gallery_json(path: str | Path) -> list[GalleryItem]:
+    """The items of a gallery.json: a JSON list of objects
+
+        {"image": "gallery/000-x.png",            # required; relative paths are relative to the file's folder
+         "caption": "a red circle",               # required
+         "references": ["a red circle", ...],     # optional, default []
+         "tokens": ["a", "red", "circle"],        # optional, default []
+         "attention": "gallery/000-attention.npy"}  # optional (null: no thumbnails): float (len(tokens), H', W'),
+                                                  # or (len(tokens) + 1, H', W') with the EOS step last
+
+    A missing file, a malformed entry or an attention array that does not fit its tokens is a one-line
+    `ToolkitError` naming the file and the entry."""
+    path = Path(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 is too strict for a report
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToolkitError(f"{path}: gallery file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ToolkitError(" ".join(f"{path}: cannot be read as JSON ({e})".split())) from None
+    if not isinstance(data, list):
+        raise ToolkitError(f"{path}: a gallery must be a JSON list of {{image, caption, ...}} objects")
+    items = []
+    for i, entry in enumerate(data):
+        where = f"{path}: [{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not isinstance(
+                entry.get("caption"), str):
+            raise ToolkitError(f"{where}: must be an object with string fields image and caption")
+        for key in ("references", "tokens"):
+            if not _strings(entry.get(key, [])):
+                raise ToolkitError(f"{where}.{key}: must be a list of strings")
+        image = path.parent / entry["image"]
+        if not image.is_file():
+            raise ToolkitError(f"{where}.image: {image} not found")
+        item = GalleryItem(image, entry["caption"], entry.get("references", []), entry.get("tokens", []))
+        if entry.get("attention") is not None:
+            item.attention = _read_attention(path.parent / str(entry["attention"]), len(item.tokens), where)
+        items.append(item)
+    return items
+
+
+def _read_attention(path: Path, tokens: int, where: str) -> np.ndarray:
+    """A (tokens or tokens + 1, H', W') float array from a .npy file (never unpickled)."""
+    try:
+        attention = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ToolkitError(f"{where}.attention: {path} not found") from None
+    except (OSError, ValueError) as e:
+        raise ToolkitError(" ".join(f"{where}.attention: {path} is not a .npy array ({e})".split())) from None
+    if attention.ndim != 3 or attention.shape[0] not in (tokens, tokens + 1) or not np.issubdtype(
+            attention.dtype, np.floating):
+        raise ToolkitError(f"{where}.attention: expected float (U, H', W') with U = {tokens} tokens (or one more "
+                           f"for EOS), got {attention.dtype} {attention.shape}")
+    return attention

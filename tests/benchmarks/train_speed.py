@@ -1,0 +1,287 @@
+"""Training speed against SpeechBrain, side by side in one run, at SpeechBrain's LibriSpeech `conformer_small` size.
+
+    pip install speechbrain==1.1.2        # for this benchmark only (not a dependency of the toolkit)
+    python tests/benchmarks/train_speed.py [--steps 5] [--warmup 2] [--threads 2] [--no-sb-bf16]
+
+Three systems train on the same random batches (B waveforms x S seconds of 16 kHz noise, U random tokens each,
+ids 4..V-1 so that no special id is used), one optimizer update per step, and the steps of the systems are
+interleaved (ours, SpeechBrain fp32, SpeechBrain bf16, ours, ...) so that machine noise hits all alike:
+
+  ours     `build_model` (Conformer encoder d 144, 12 layers, 4 heads, ffn 1024, kernel 31; 4-layer decoder,
+           ffn 1024; CTC head; vocab 5000), stepped as `toolkit.train.Trainer` steps it with `amp: bf16`:
+           bf16 autocast around `model.loss` (ctc_weight 0.3, label_smoothing 0.1, as recipes/librispeech;
+           CTC and log-softmax run fp32 inside the model), loss finiteness check, backward, grad-norm clip 5,
+           AdamW (lr 1e-3, betas 0.9/0.98, weight decay 0.01 on matrices only: `param_groups`).
+  sb_fp32  SpeechBrain 1.1.2 modules built with the values of recipes/LibriSpeech/ASR/transformer/hparams/
+           conformer_small.yaml and stepped as its train.py + `Brain.fit_batch` step them at the recipe's
+           default `precision: fp32`: Fbank(n_mels 80, n_fft 400) -> InputNormalization(global, updating)
+           -> fea_augment (time drop, freq drop, time warp) -> ConvolutionFrontEnd -> TransformerASR
+           (conformer, RelPosMHAXL) -> ctc_lin / seq_lin + log-softmax -> 0.3 CTC + 0.7 KL/NLL (batchmean),
+           backward, grad-norm clip 5 (max_grad_norm), Adam (lr 1e-3, betas 0.9/0.98, eps 1e-9).
+  sb_bf16  the same SpeechBrain step under torch bf16 autocast (what `--precision=bf16` does on CPU).
+
+Data loading and speed perturbation (done in the recipe's loader workers) are outside every timed step.
+Prints the settings, parameter counts, a table (s/step from the best step by default, best and median wall
+seconds, process CPU seconds of the best step, utterances/s, audio seconds/s, ratios), then a last line of
+key=value figures: `speedup` = ours / sb_fp32 utterances/s, `cpu_speedup` the same from CPU seconds.
+
+OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE unless the environment sets it): on a 2-core machine shared
+with other jobs, the default spin-waiting made every system's 2-thread step 3-5x slower in wall time (and burn
+3.5x the CPU) and very erratic, while the ratios stayed the same. `OMP_WAIT_POLICY=ACTIVE python ...` measures
+the default behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads its OpenMP runtime
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import torch  # noqa: E402
+
+from toolkit.model import build_model  # noqa: E402
+from toolkit.train.trainer import param_groups  # noqa: E402
+
+Step = Callable[[], float]
+
+
+def count_params(modules: list[torch.nn.Module]) -> int:
+    seen, total = set(), 0
+    for m in modules:
+        for p in m.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+    return total
+
+
+def make_batch(args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """Random noise waveforms and random token ids, the same for every system (fixed seed)."""
+    g = torch.Generator().manual_seed(args.seed)
+    samples = int(args.seconds * 16000)
+    wavs = 0.1 * torch.randn(args.batch, samples, generator=g)
+    tokens = torch.randint(4, args.vocab, (args.batch, args.tokens), generator=g)
+    return {"wavs": wavs, "tokens": tokens}
+
+
+# --------------------------------------------------------------------------------------------- ours
+
+
+def build_ours(args: argparse.Namespace, batch: dict[str, torch.Tensor]) -> tuple[Step, int, str]:
+    torch.manual_seed(args.seed)
+    config = {
+        "vocab_size": args.vocab,
+        "d_model": 144,
+        "encoder": {"name": "conformer", "num_layers": 12, "num_heads": 4, "ffn_dim": 1024, "kernel_size": 31,
+                    "dropout": 0.1},
+        "decoder": {"num_layers": 4, "num_heads": 4, "ffn_dim": 1024, "dropout": 0.1},
+        "ctc": True,
+    }
+    if args.ours_subsampling_channels:
+        config["encoder"]["subsampling_channels"] = args.ours_subsampling_channels
+    model = build_model(config).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.98))
+    wavs, targets = batch["wavs"], batch["tokens"]
+    wav_lengths = torch.full((wavs.size(0),), wavs.size(1), dtype=torch.long)
+    target_lengths = torch.full((targets.size(0),), targets.size(1), dtype=torch.long)
+
+    def step() -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.loss(wavs, wav_lengths, targets, target_lengths, ctc_weight=0.3, label_smoothing=0.1)
+        loss = out["loss"].float()
+        if not torch.isfinite(loss):
+            raise RuntimeError("ours: non-finite loss")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    enc = model.encoder.config
+    desc = (f"ours: toolkit build_model, conformer d 144 x{enc.num_layers} (4 heads, ffn 1024, kernel 31, "
+            f"Conv2d subsampling {enc.subsampling_channels or 144} channels, abs sinusoids + SDPA), decoder 4 "
+            f"layers ffn 1024 (tied output), CTC; bf16 autocast, ctc_weight 0.3, label_smoothing 0.1, AdamW, clip 5")
+    return step, count_params([model]), desc
+
+
+# --------------------------------------------------------------------------------------------- SpeechBrain
+
+
+def build_speechbrain(args: argparse.Namespace, batch: dict[str, torch.Tensor], bf16: bool) -> tuple[Step, int]:
+    """SpeechBrain's conformer_small, built with the values of its recipe yaml (cited beside each one)."""
+    from speechbrain.augment.augmenter import Augmenter
+    from speechbrain.augment.freq_domain import SpectrogramDrop, Warping
+    from speechbrain.lobes.features import Fbank
+    from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
+    from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+    from speechbrain.nnet.linear import Linear
+    from speechbrain.nnet.losses import ctc_loss, kldiv_loss
+    from speechbrain.processing.features import InputNormalization
+
+    torch.manual_seed(args.seed)
+    d_model, vocab = 144, args.vocab  # d_model: 144, output_neurons: 5000
+    compute_features = Fbank(sample_rate=16000, n_fft=400, n_mels=80)  # sample_rate, n_fft, n_mels
+    normalize = InputNormalization(norm_type="global", update_until_epoch=4)
+    fea_augment = Augmenter(  # min/max_augmentations 3, augment_prob 1.0, [time_drop, freq_drop, time_warp]
+        min_augmentations=3, max_augmentations=3, augment_prob=1.0,
+        augmentations=[
+            SpectrogramDrop(drop_length_low=15, drop_length_high=25, drop_count_low=4, drop_count_high=4,
+                            replace="mean"),
+            SpectrogramDrop(drop_length_low=10, drop_length_high=20, drop_count_low=4, drop_count_high=4,
+                            replace="mean", dim=2),
+            Warping(),
+        ],
+    )
+    cnn = ConvolutionFrontEnd(  # CNN: the recipe's values
+        input_shape=(8, 10, 80), num_blocks=2, num_layers_per_block=1, out_channels=(64, 32),
+        kernel_sizes=(3, 3), strides=(2, 2), residuals=(False, False),
+    )
+    transformer = TransformerASR(  # Transformer: the recipe's values
+        input_size=640, tgt_vocab=vocab, d_model=d_model, nhead=4, num_encoder_layers=12, num_decoder_layers=4,
+        d_ffn=1024, dropout=0.1, activation=torch.nn.GELU, encoder_module="conformer",
+        attention_type="RelPosMHAXL", normalize_before=True, causal=False,
+    )
+    ctc_lin = Linear(input_size=d_model, n_neurons=vocab)
+    seq_lin = Linear(input_size=d_model, n_neurons=vocab)
+    log_softmax = torch.nn.LogSoftmax(dim=-1)
+    modules = torch.nn.ModuleDict({"CNN": cnn, "Transformer": transformer, "seq_lin": seq_lin,
+                                   "ctc_lin": ctc_lin, "normalize": normalize}).train()
+    params = [p for p in modules.parameters() if p.requires_grad]
+    # train.py: opt_class=hparams["Adam"] (torch.optim.Adam, lr_adam 0.001, betas (0.9, 0.98), eps 1e-9);
+    # --sb-adamw swaps in AdamW with the same settings (speed is the same).
+    opt_class = torch.optim.AdamW if args.sb_adamw else torch.optim.Adam
+    opt = opt_class(params, lr=1e-3, betas=(0.9, 0.98), eps=1e-9)
+    ctc_weight, max_grad_norm, pad_index, bos_index, eos_index = 0.3, 5.0, 0, 1, 2  # ctc_weight, max_grad_norm
+
+    wavs, tokens = batch["wavs"], batch["tokens"]
+    b = wavs.size(0)
+    wav_lens = torch.ones(b)  # SpeechBrain lengths are relative to the padded length
+    tokens_bos = torch.cat([torch.full((b, 1), bos_index), tokens], dim=1)
+    tokens_eos = torch.cat([tokens, torch.full((b, 1), eos_index)], dim=1)
+    tokens_lens = torch.ones(b)
+    tokens_eos_lens = torch.ones(b)
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
+
+    def step() -> float:
+        # Brain.fit_batch (precision fp32: no autocast; bf16: torch autocast) -> compute_forward / objectives
+        with ctx():
+            feats = compute_features(wavs)
+            feats = normalize(feats, wav_lens, epoch=1)  # epoch < update_until_epoch: statistics still update
+            feats, _ = fea_augment(feats, wav_lens)  # optimizer_step > augment_warmup (0) after the first update
+            src = cnn(feats)
+            enc_out, pred = transformer(src, tokens_bos, wav_lens, pad_idx=pad_index)
+            p_ctc = log_softmax(ctc_lin(enc_out))
+            p_seq = log_softmax(seq_lin(pred))
+            loss_seq = kldiv_loss(p_seq, tokens_eos, length=tokens_eos_lens, label_smoothing=0.0,
+                                  reduction="batchmean").sum()  # label_smoothing: 0.0, loss_reduction: batchmean
+            loss_ctc = ctc_loss(p_ctc, tokens, wav_lens, tokens_lens, blank_index=0, reduction="batchmean").sum()
+            loss = ctc_weight * loss_ctc + (1 - ctc_weight) * loss_seq
+        if not torch.isfinite(loss):  # check_loss_isfinite
+            raise RuntimeError("speechbrain: non-finite loss")
+        loss.backward()
+        # optimizers_step: clip over the optimizer's params, step, zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step, count_params([cnn, transformer, seq_lin, ctc_lin])
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per system")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per system first")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--tokens", type=int, default=40)
+    ap.add_argument("--vocab", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stat", choices=["best", "median"], default="best",
+                    help="step time the figures use: best (min; robust on a shared, noisy machine) or median")
+    ap.add_argument("--no-sb-bf16", action="store_true", help="skip the SpeechBrain bf16 autocast row")
+    ap.add_argument("--sb-adamw", action="store_true", help="SpeechBrain with AdamW instead of the recipe's Adam")
+    ap.add_argument("--ours-subsampling-channels", type=int, default=0,
+                    help="our Conv2d subsampling channels (0: the default, d_model)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    try:
+        import speechbrain
+    except ImportError:
+        sys.exit("speechbrain is not installed: pip install speechbrain==1.1.2 (for this benchmark only)")
+
+    batch = make_batch(args)
+    ours, ours_params, ours_desc = build_ours(args, batch)
+    systems: dict[str, Step] = {"ours_bf16": ours}
+    sb_fp32, sb_params = build_speechbrain(args, batch, bf16=False)
+    systems["sb_fp32"] = sb_fp32
+    sb_bf16_error = None
+    if not args.no_sb_bf16:
+        sb_bf16, _ = build_speechbrain(args, batch, bf16=True)
+        try:
+            sb_bf16()
+            systems["sb_bf16"] = sb_bf16
+        except RuntimeError as e:  # report instead of failing the whole comparison
+            sb_bf16_error = str(e).splitlines()[0]
+
+    losses: dict[str, float] = {}
+    for _ in range(args.warmup):
+        for name, step in systems.items():
+            losses[name] = step()
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    cpu: dict[str, list[float]] = {name: [] for name in systems}  # process CPU seconds (all threads) per step
+    for _ in range(args.steps):
+        for name, step in systems.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            losses[name] = step()
+            times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+
+    audio = args.batch * args.seconds
+    print(f"torch {torch.__version__}, speechbrain {speechbrain.__version__}, {torch.get_num_threads()} threads; "
+          f"batch {args.batch} x {args.seconds:g} s noise at 16 kHz, {args.tokens} tokens, vocab {args.vocab}; "
+          f"{args.warmup} warm-up + {args.steps} timed steps per system, interleaved; "
+          f"figures from the {args.stat} step; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(ours_desc)
+    print("speechbrain: conformer_small.yaml (Fbank 80, global InputNormalization, fea_augment, CNN 64/32, "
+          "TransformerASR conformer RelPosMHAXL d 144 x12, 4 dec layers, ffn 1024, kernel 31, dropout 0.1, GELU, "
+          f"ctc_lin/seq_lin), ctc_weight 0.3, label_smoothing 0.0, {'AdamW' if args.sb_adamw else 'Adam'}, clip 5")
+    print(f"parameters: ours {ours_params / 1e6:.2f} M, speechbrain {sb_params / 1e6:.2f} M")
+    print(f"{'system':<10} {'s/step':>8} {'best':>8} {'median':>8} {'cpu s':>7} {'utt/s':>8} {'audio s/s':>10} "
+          f"{'vs sb_fp32':>11} {'vs sb_bf16':>11} {'last loss':>10}")
+    pick = min if args.stat == "best" else statistics.median
+    picked = {name: pick(t) for name, t in times.items()}
+    for name, t in times.items():
+        vs_bf16 = f"{picked['sb_bf16'] / picked[name]:>11.2f}" if "sb_bf16" in picked else f"{'-':>11}"
+        secs = picked[name]
+        print(f"{name:<10} {secs:>8.3f} {min(t):>8.3f} {statistics.median(t):>8.3f} {min(cpu[name]):>7.2f} "
+              f"{args.batch / secs:>8.2f} {audio / secs:>10.1f} {picked['sb_fp32'] / secs:>11.2f} {vs_bf16} "
+              f"{losses[name]:>10.2f}")
+    print("all step times (s): " + "; ".join(f"{n} " + " ".join(f"{x:.2f}" for x in t) for n, t in times.items()))
+    if sb_bf16_error:
+        print(f"sb_bf16 did not run: {sb_bf16_error}")
+
+    ours_utt, sb_utt = args.batch / picked["ours_bf16"], args.batch / picked["sb_fp32"]
+    figures = [f"ours_utt_s={ours_utt:.2f}", f"sb_utt_s={sb_utt:.2f}", f"speedup={ours_utt / sb_utt:.2f}"]
+    if "sb_bf16" in picked:
+        sb_bf16_utt = args.batch / picked["sb_bf16"]
+        figures += [f"sb_bf16_utt_s={sb_bf16_utt:.2f}", f"speedup_vs_sb_bf16={ours_utt / sb_bf16_utt:.2f}"]
+    figures += [f"cpu_speedup={min(cpu['sb_fp32']) / min(cpu['ours_bf16']):.2f}"]
+    figures += [f"ours_params_m={ours_params / 1e6:.2f}", f"sb_params_m={sb_params / 1e6:.2f}"]
+    print(" ".join(figures))
+
+
+if __name__ == "__main__":
+    main()
