@@ -3,12 +3,14 @@
 # CTC/attention model, evaluate WER/CER on seen and held-out voices; then train a language model on the corpus's
 # text-only sentences (lm_text.txt) with the speech model's tokenizer and evaluate again with it fused in.
 #   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp DIR] [--lm-config conf/lm.yaml]
-#               [--lm-weight W] [--data data/speech] [--synth-args "--train 500 ..."] [-- KEY=VALUE ...]
+#               [--lm-weight W] [--data data/speech] [--synth-args "--train 500 ..."] [--lm-args "K=V ..."]
+#               [-- KEY=VALUE ...]
+# --synth-args: options of `toolkit synth speech` (split sizes); --lm-args: KEY=VALUE overrides of the LM config.
 # --lm-weight: for a speech model whose bundle records no decoding.lm_weight (models trained before it existed).
 set -euo pipefail
 cd "$(dirname "$0")"
 stage=0; stop_stage=4; config=conf/quick.yaml; exp=""; lm_config=conf/lm.yaml; lm_weight=""; data=data/speech
-synth_args=""
+synth_args=""; lm_args=""
 . ../shared/parse_options.sh
 exp=${exp:-exp/$(basename "$config" .yaml)}
 
@@ -42,7 +44,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
       echo "run.sh: $data/lm_text.txt is missing (a corpus made before it existed): run stage 0 again, it keeps" \
            "the audio and writes it" >&2; exit 2; }
     resume=(); [ -d "$exp/lm/checkpoints" ] && resume=(--resume)
-    toolkit train "$lm_config" -o "$exp/lm" "${resume[@]}" tokenizer_from="$exp/final" "data.text=[$data/lm_text.txt]"
+    toolkit train "$lm_config" -o "$exp/lm" "${resume[@]}" tokenizer_from="$exp/final" "data.text=[$data/lm_text.txt]" \
+      $lm_args
   fi
 fi
 
