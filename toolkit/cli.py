@@ -7,6 +7,7 @@ import fnmatch
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +85,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ToolkitError(f"{args.config}: task {task!r} is not known (known: caption, asr, lm)")
     exp = from_dict(Experiment, data, str(args.config))
     r = train(exp, Path(args.out), resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
+        return
     print(f"trained {r.steps} steps ({r.epochs} epochs) in {r.seconds / 60:.1f} min, {r.items_per_second:.1f} items/s")
     if r.best_path:
         print(f"best ({exp.train.metric} {r.best_metric:.4f} at step {r.best_step}): {r.best_path}")
@@ -479,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun, rank 0 alone logs progress
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(name)s: %(message)s")
     try:
         args.func(args)
     except ToolkitError as e:

@@ -47,16 +47,16 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
       "${missing[@]}" >/dev/null
   fi
   if ! python -c "import toolkit" 2>/dev/null; then
-    echo "installing the toolkit (pip install -e $root)"
+    echo "installing the toolkit (pip install -e $root[test])"
     python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-    python -m pip install -q -e "$root"
+    python -m pip install -q -e "$root[test]"
   fi
   echo "ok: $(toolkit --version), $(espeak-ng --version | cut -d' ' -f1-3)"
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   say "stage 1: image captioning: corpus, training, evaluation (recipes/shapes_caption)"
-  bash ../shapes_caption/run.sh --stop-stage 2 --exp "$exp/caption" --data "$caption_data" "${caption_args[@]}" \
+  bash ../shapes_caption/run.sh --stop-stage 2 --beams 4 --exp "$exp/caption" --data "$caption_data" "${caption_args[@]}" \
     -- "${caption_overrides[@]}"
   if [ ! -f "$exp/caption/gallery.json" ]; then
     toolkit evaluate --model "$exp/caption/final" --data "$caption_data/captions_test_heldout.json" --beam 4 \

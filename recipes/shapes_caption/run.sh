@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Synthetic shapes captioning: make the corpus, train, evaluate (i.i.d. and held-out combinations), report.
 #   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp exp/quick] [--data data/shapes]
-#               [--synth-args "--train 200 ..."] [-- KEY=VALUE ...]
+#               [--synth-args "--train 200 ..."] [--beams "1 4"] [-- KEY=VALUE ...]
 set -euo pipefail
 cd "$(dirname "$0")"
-stage=0; stop_stage=3; config=conf/quick.yaml; exp=""; data=data/shapes; synth_args=""
+stage=0; stop_stage=3; config=conf/quick.yaml; exp=""; data=data/shapes; synth_args=""; beams="1 4"
 . ../shared/parse_options.sh
 exp=${exp:-exp/$(basename "$config" .yaml)}
 
@@ -27,7 +27,7 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "stage 2: evaluate $exp/final"
   for split in test_iid test_heldout; do
-    for beam in 1 4; do
+    for beam in $beams; do
       echo "== $split, beam $beam"
       toolkit evaluate --model "$exp/final" --data "$data/captions_$split.json" --beam "$beam" \
         --out "$exp/eval/${split}_beam$beam.json"
