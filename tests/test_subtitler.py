@@ -159,3 +159,14 @@ def test_video_without_audio_is_a_one_line_error(bundle, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in done.stderr
     assert not (tmp_path / "silent_film.srt").exists()
+
+
+def test_mux_without_ffmpeg_says_how_to_install_it(bundle, tmp_path, monkeypatch, capsys):
+    import toolkit.subtitles.mux as mux
+
+    monkeypatch.setattr(mux.shutil, "which", lambda name: None)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    assert main(["subtitle", str(wav), "--model", str(bundle), "--mux", str(tmp_path / "a.mkv"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "apt-get install ffmpeg" in err[0]

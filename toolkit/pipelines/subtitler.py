@@ -20,6 +20,7 @@ stands for). Non-speech yields no region, so no chunk, so no cue: nothing can be
 from __future__ import annotations
 
 import bisect
+import ctypes
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,7 +58,8 @@ class SubtitleOptions:
     max_chunk: float = 20.0  # seconds of audio decoded as one utterance
     merge_gap: float = 1.0  # regions closer than this share a chunk
     beam_size: int = 4
-    batch_size: int = 8  # chunks decoded together
+    batch_size: int = 8  # chunks decoded together, at most
+    batch_seconds: float = 100.0  # and at most this much padded audio (chunks x the longest), so memory is bounded
     ctc_weight: float | None = None  # None: the model's saved decoding setting
     lm_weight: float | None = None  # None: the transcriber's setting (only with a language model)
     length_bonus: float | None = None  # None: the transcriber's setting
@@ -66,7 +68,7 @@ class SubtitleOptions:
     snap: float = 0.4  # seconds; a region's first / last word this close to its edge is moved onto it
 
     def __post_init__(self) -> None:
-        for name in ("max_chunk", "block_seconds", "max_word"):
+        for name in ("max_chunk", "block_seconds", "max_word", "batch_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"subtitle.{name}: must be > 0, got {getattr(self, name)}")
         for name in ("merge_gap", "snap"):
@@ -132,11 +134,12 @@ class Subtitler:
         transcripts: list[str] = []
         waves = read_spans(path, [(c.start, c.end) for c in chunks], SAMPLE_RATE)
         with tqdm(total=len(chunks), desc="transcribing", unit="chunk", disable=not progress, leave=False) as bar:
-            for batch in _batches(zip(chunks, waves), opt.batch_size):
+            for batch in _batches(zip(chunks, waves), opt.batch_size, opt.batch_seconds):
                 for chunk_words, text in self._decode([c for c, _ in batch], [w for _, w in batch]):
                     words.extend(chunk_words)
                     transcripts.append(text)
                 bar.update(len(batch))
+                release_freed_memory()
         words = snap_words(words, regions, opt.max_word, opt.snap)
         return SubtitleResult(str(path), info.duration, make_cues(words, opt.rules), words, regions, chunks,
                               transcripts)
@@ -156,15 +159,37 @@ class Subtitler:
         return [(words, t.tokenizer.decode(tok)) for words, tok in zip(timed, tokens)]
 
 
-def _batches(items: Iterator, size: int) -> Iterator[list]:
-    batch = []
+def _batches(items: Iterator[tuple[Chunk, np.ndarray]], size: int, seconds: float) -> Iterator[list]:
+    """Consecutive (chunk, wave) pairs in batches of at most `size` whose padded length (count x longest) stays
+    within `seconds` of audio (a single longer chunk is a batch of its own)."""
+    batch: list = []
+    longest = 0.0
     for item in items:
-        batch.append(item)
-        if len(batch) == size:
+        duration = len(item[1]) / SAMPLE_RATE
+        if batch and (len(batch) == size or (len(batch) + 1) * max(longest, duration) > seconds):
             yield batch
-            batch = []
+            batch, longest = [], 0.0
+        batch.append(item)
+        longest = max(longest, duration)
     if batch:
         yield batch
+
+
+def release_freed_memory() -> None:
+    """Give the memory freed by the last batch back to the system (glibc's malloc_trim; a no-op elsewhere). The
+    allocator otherwise keeps freed blocks of every batch shape it has seen, and the resident size of a run creeps
+    up with the length of the input although nothing is kept."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 def snap_words(words: Sequence[Word], regions: Sequence[Region], max_word: float, snap: float) -> list[Word]:
