@@ -124,3 +124,23 @@ def test_python_build_block_runs(quickstart_models):
     texts = [" ".join(words[i : i + 8]) for i in range(0, len(words), 8)]
     exec(compile(blocks("python")[1], "README.md (build a model)", "exec"), {"texts": texts})
     assert Path("exp/my_model/model.safetensors").is_file()
+
+
+def test_results_table_commands_exist_and_take_their_options():
+    """The results table's reproduce commands: the recipe scripts exist (tests run them: the quickstart's tiny mode
+    runs the shapes and speech recipes), and each benchmark script accepts the options the table gives it."""
+    import sys
+
+    commands = [c for row in README.splitlines() if row.startswith("| ") for c in re.findall(r"`([^`]+)`", row)
+                if c.startswith(("python tests/benchmarks/", "bash recipes/"))]
+    assert sum(c.startswith("python tests/benchmarks/") for c in commands) >= 6
+    for command in commands:
+        args = shlex.split(command.replace("...", ""))
+        script = ROOT / args[1]
+        assert script.is_file(), command
+        if args[0] == "bash":
+            continue
+        help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                                   check=True).stdout
+        for option in (a for a in args[2:] if a.startswith("--")):
+            assert option in help_text, f"{command}: {script.name} has no option {option}"
