@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from toolkit.decode.align import align_words_batch
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, ToolkitError
 from toolkit.media import (
     Chunk,
     Region,
@@ -102,7 +102,7 @@ class Subtitler:
 
     def __init__(self, transcriber: Transcriber, options: SubtitleOptions | None = None):
         if transcriber.model.ctc_head is None:
-            raise ConfigError("subtitles need word times from a CTC head: this model has none")
+            raise ToolkitError("subtitles need word times from a CTC head: this model has none")
         self.transcriber = transcriber
         self.options = options or SubtitleOptions()
 
