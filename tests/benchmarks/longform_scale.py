@@ -5,7 +5,10 @@
 Each length is assembled from held-out-voice utterances with silences and noise (`toolkit synth longform`) and
 subtitled in a fresh child process, which reports its own peak resident memory (ru_maxrss) and the wall time of
 `Subtitler.subtitle`; `--repeats N` runs each length N times, interleaved (10, 30, 60, 10, 30, 60, ...), and
-keeps the fastest time and the largest peak, so that a noisy machine slows no length more than another. Memory should stay flat (60-min peak <= 1.2 x 10-min peak) and time linear
+keeps the fastest time and the largest peak, so that a noisy machine slows no length more than another. Every length
+cycles the same first `--utterances` records (about 2 minutes of speech by default), so that all lengths hold the
+same mix of voices and sentences: with the whole split, the 10-minute file would hold only its first 139
+utterances and the longer ones the rest too, and the comparison would measure the content, not the scaling. Memory should stay flat (60-min peak <= 1.2 x 10-min peak) and time linear
 (60 min <= 6.6 x 10 min). Prints a table, then key=value figures.
 """
 
@@ -42,6 +45,7 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, default=ROOT / "data" / "speech" / "test_heldout.jsonl")
     ap.add_argument("--minutes", type=float, nargs="+", default=[10, 30, 60])
     ap.add_argument("--vad", choices=["silero", "energy"], default="silero")
+    ap.add_argument("--utterances", type=int, default=40, help="cycle the first N utterances of the manifest")
     ap.add_argument("--repeats", type=int, default=2, help="runs per length (fastest time, largest peak kept)")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -51,7 +55,7 @@ def main() -> None:
     from toolkit.data.speech import read_jsonl_manifest
     from toolkit.data.synth.longform import LongformConfig, assemble_longform
 
-    records = read_jsonl_manifest(args.manifest)
+    records = read_jsonl_manifest(args.manifest)[: args.utterances]
     best: dict[float, dict] = {}  # per length: the fastest time, the largest peak
     with tempfile.TemporaryDirectory() as tmp:
         wavs = {}
