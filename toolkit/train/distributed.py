@@ -22,6 +22,7 @@ torchrun then stops the others.
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -189,7 +190,11 @@ def join_process_group(timeout: timedelta | None = None) -> Iterator[World]:
         dist.init_process_group("gloo", timeout=timeout or timeout_from_env())
     try:
         yield World(rank=rank, size=size, local_rank=local_rank, device=device)
+        # Leave together: rank 0 hosts the rendezvous store, and a rank that exits while another still talks to
+        # it (or while its own DDP reducer is alive) can abort with "terminate called without an active exception".
+        dist.barrier()
     finally:
+        gc.collect()  # DistributedDataParallel wrappers no longer referenced go before the group they use
         dist.destroy_process_group()
 
 

@@ -401,7 +401,12 @@ class Trainer:
             self._bar.close()
         if micro:  # a partial accumulation at the end of training is dropped
             self.optimizer.zero_grad(set_to_none=True)
-        return self._finish(win, stop)
+        try:
+            return self._finish(win, stop)
+        finally:
+            # DDP's C++ reducer must go while the process group is alive: freed after the group is destroyed (at
+            # interpreter exit, say) it can abort the process ("terminate called without an active exception").
+            self._ddp = None
 
     def _wrap_data_parallel(self) -> None:
         """Check that every rank has as many batches, then wrap the loss module in DistributedDataParallel (which
