@@ -126,7 +126,7 @@ with join_process_group() as world:
     result = trainer.fit(resume=args.resume)
     report = {"rank": world.rank, "size": world.size, "steps": result.steps, "bad": result.bad_batches,
               "empty": result.empty_batches, "no_sync_calls": len(no_sync_calls),
-              "find_unused": trainer._ddp.find_unused_parameters if trainer._ddp is not None else None,
+              "find_unused": trainer.find_unused_parameters,
               "best_step": result.best_step, "items_per_second": result.items_per_second}
     (args.out / f"rank{world.rank}.json").write_text(json.dumps(report))
 '''

@@ -429,6 +429,7 @@ class Trainer:
         device_ids = None
         if self.device.type == "cuda":
             device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        self.find_unused_parameters = find_unused  # the decision, kept after fit() lets the wrapper go
         self._ddp = DistributedDataParallel(self.loss_module, device_ids=device_ids,
                                             find_unused_parameters=find_unused)
         self._overhead += time.perf_counter() - t
