@@ -19,6 +19,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolkit.model.attention import attention
 from toolkit.model.base import lengths_to_padding_mask
 
 ConvNorm = Literal["layer_norm", "batch_norm"]
@@ -43,7 +44,7 @@ class FeedForward(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Pre-LN multi-head self-attention with a key padding mask (`scaled_dot_product_attention`)."""
+    """Pre-LN multi-head self-attention with a key padding mask (`toolkit.model.attention`)."""
 
     def __init__(self, d_model: int, num_heads: int, dropout: float):
         super().__init__()
@@ -60,8 +61,7 @@ class SelfAttention(nn.Module):
         """x: `(B, T, D)`, attn_mask: `(B, 1, 1, T)` bool, True where a key may be attended -> `(B, T, D)`."""
         batch, frames, dim = x.shape
         q, k, v = self.qkv(self.norm(x)).view(batch, frames, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = attention(q, k, v, attn_mask, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(batch, frames, dim)
         return self.out_dropout(self.out(y))
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolkit.model.attention import attention
 from toolkit.model.base import Decoder, EncoderOutput
 
 
@@ -116,7 +117,7 @@ class MultiHeadAttention(nn.Module):
             out = F.dropout(weights, dropout, self.training) @ v
             avg = weights.mean(1)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+            out = attention(q, k, v, allowed, dropout)
             avg = None
         b, h, u, dh = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, u, h * dh)), avg

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence, TypeVar
@@ -155,14 +156,17 @@ class Tokenizer(ABC):
         return spans
 
     def save(self, directory: Path) -> None:
-        """Write `tokenizer.json` (and the kind's extra files, e.g. `tokenizer.model`) into `directory`."""
+        """Write `tokenizer.json` (and the kind's extra files, e.g. `tokenizer.model`) into `directory`. The JSON is
+        written last and atomically (renamed into place), so once it exists the tokenizer is complete."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"kind": self.kind, "version": FORMAT_VERSION, "specials": list(SPECIAL_PIECES)}
         meta.update(self._state(directory))
         meta["options"] = self.options
         text = json.dumps(meta, ensure_ascii=False, indent=1)
-        (directory / TOKENIZER_JSON).write_text(text + "\n", encoding="utf-8")
+        tmp = directory / f".{TOKENIZER_JSON}.{os.getpid()}.tmp"
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, directory / TOKENIZER_JSON)
 
     def __len__(self) -> int:
         return self.vocab_size
