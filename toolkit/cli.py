@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=sorted(SYNTH_OPTIONS))
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", type=int, help="training items (shapes: 6000 images; speech: 3000 utterances)")
+    p.add_argument("--train", type=int, help="training items (shapes: 6000 images; speech: 9000 utterances)")
     p.add_argument("--val", type=int, help="shapes: validation images (300)")
     p.add_argument("--valid", type=int, help="speech: validation utterances (200)")
     p.add_argument("--test-iid", type=int, help="shapes: i.i.d. test images (500)")

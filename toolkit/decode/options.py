@@ -34,7 +34,7 @@ class DecodingOptions:
                         language model prefers short outputs (every token costs log-probability), which shows as
                         deleted words; the bonus pays that back. Unlike `length_penalty` it acts on every step of
                         the pruning, not only on the final ranking. Tune it on validation data together with
-                        lm_weight (recipes/synth_speech: lm_weight 0.9, length_bonus 0.5 for a char LSTM LM; joint
+                        lm_weight (recipes/synth_speech: lm_weight 0.8, length_bonus 1.5 for a char LSTM LM; joint
                         CTC/attention already curbs deletions there, so the bonus matters little).
     """
 

@@ -1,7 +1,7 @@
 """A synthetic speech corpus made offline: real English sentences spoken by many synthetic voices.
 
     from toolkit.data.synth.speech import SpeechSynthConfig, make_speech_corpus
-    paths = make_speech_corpus("data/synth_speech", SpeechSynthConfig(train=3000, seed=0))  # {split: manifest}
+    paths = make_speech_corpus("data/synth_speech", SpeechSynthConfig(train=9000, seed=0))  # {split: manifest}
 
 Text: sentences from Debian's fortune files and WordNet's example sentences (`text_corpus`), 3-20 words, written
 as `normalize_transcript` gives them (lowercase a-z, apostrophe, space; numbers and symbols spelled out). The
@@ -33,7 +33,7 @@ Language-model text (`out_dir/lm_text.txt`, `lm_sentences`): every sentence of t
 transcripts, one per line) except those of valid, test_seen and test_heldout, compared after scoring normalisation
 so that no evaluation sentence leaks in another spelling; the training sentences stay. It is the text-only data an
 external language model is trained on (as LibriSpeech ships an LM corpus beside its audio): ~57,000 sentences
-against the 3,000 spoken in train.
+against the 9,000 spoken in train.
 
 Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
 espeak-ng / flite are deterministic, so the same config gives the same corpus byte for byte, whatever `workers`.
@@ -81,7 +81,7 @@ PEAK = 0.9  # every utterance is scaled to this peak amplitude
 class SpeechSynthConfig:
     """Sizes (utterances per split), text, voices, held-out lists, augmentation and parallelism of the corpus."""
 
-    train: int = 3000
+    train: int = 9000
     valid: int = 200
     test_seen: int = 300
     test_heldout: int = 300
