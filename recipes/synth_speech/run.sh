@@ -8,8 +8,8 @@
 # --synth-args: options of `toolkit synth speech` (split sizes); --lm-args: KEY=VALUE overrides of the LM config.
 # --lm-weight: for a speech model whose bundle records no decoding.lm_weight (models trained before it existed).
 # --lm-beside true (the default): stage 1 trains the LM (stage 3's work) beside the speech model, each process on
-#   half the CPU threads, as soon as the speech model's tokenizer exists; on 2 cores each gets ~80% of its
-#   two-thread speed, so both finish in the time of one. false: stage 3 trains it after, with every thread.
+#   half the CPU threads, as soon as the speech model's tokenizer exists; on 2 cores the speech model keeps ~70% of its
+#   two-thread speed and the LM gets all of its time. false: stage 3 trains it after, with every thread.
 set -euo pipefail
 cd "$(dirname "$0")"
 stage=0; stop_stage=4; config=conf/quick.yaml; exp=""; lm_config=conf/lm.yaml; lm_weight=""; data=data/speech
