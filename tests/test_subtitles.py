@@ -200,6 +200,22 @@ def test_fast_speech_is_extended_to_the_reading_speed():
     assert check_cues([cue], rules) == []
 
 
+def test_a_cue_trimmed_before_the_next_one_is_led_in_for_the_trim_too():
+    # Seven fast words (32 characters in 1.44 s) whose last one ends 40 ms before the next cue's first word: the
+    # cue is trimmed to min_gap before it and needs 1.6 s at 20 characters/s, which only the lead-in can give.
+    # (From a 10-minute benchmark where the lead-in was sized before the trim: 1.56 s, 20.5 characters/s.)
+    texts = "may your tone stick to the rough of your mouth with the force of a thousand car of a thousand".split()
+    starts = [192.032, 192.232, 192.432, 192.712, 192.952, 193.112, 193.272, 193.512, 193.632, 193.832, 194.072,
+              194.272, 194.432, 194.712, 194.832, 194.912, 195.392, 195.592, 195.712, 195.792]
+    ends = [192.192, 192.392, 192.672, 192.912, 193.072, 193.232, 193.472, 193.592, 193.792, 194.032, 194.232,
+            194.392, 194.672, 194.792, 194.872, 195.312, 195.512, 195.672, 195.752, 196.064]
+    words = [Word("earlier", 186.9, 187.5)] + [Word(t, a, b) for t, a, b in zip(texts, starts, ends)]
+    cues = make_cues(words)
+    assert check_cues(cues, CueRules()) == []
+    fast = next(c for c in cues if c.text.startswith("may"))
+    assert fast.start < 192.032  # led in
+
+
 def test_overlapping_words_give_cues_that_do_not_overlap():
     words = [Word("first", 0.0, 1.5), Word("cue.", 1.4, 2.5), Word("Second", 2.45, 3.0), Word("one.", 3.0, 3.5)]
     rules = CueRules(max_line_chars=12, max_lines=1)

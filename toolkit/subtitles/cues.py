@@ -16,8 +16,9 @@ Segmentation, in order:
        clause mark (, ; : and dashes), most in mid-phrase and more after a word of one to three letters (mostly
        articles, prepositions and conjunctions: "the", "of", "and"); each lowered by the pause that follows, so
        a break falls at a longer pause when the punctuation does not decide,
-     - plus a penalty when the cue, even extended into the gap that follows, cannot stay on screen for
-       `min_duration` or for its text at `max_cps` (this is what keeps very short cues from being made),
+     - plus a penalty when the cue, even extended into the gap that follows (up to `min_gap` before the next
+       word) and led in from the one before (up to `max_lead_in`), cannot stay on screen for `min_duration` or
+       for its text at `max_cps` (this is what keeps very short cues from being made),
      - plus a penalty when its text is shorter than a third of a line,
      - plus a penalty when it ends one sentence and starts another that it does not finish.
    Hard limits: a pause of at least `pause_split` between two words always ends a cue; a cue's words fit in
@@ -32,10 +33,10 @@ Segmentation, in order:
 4. Time the cues, in whole milliseconds. A cue starts at its first word's start and ends at its last word's end,
    shortened to `max_duration` (only a single long word needs it). A cue shown for less than `min_duration`, or
    for less than its characters / `max_cps`, is extended into the gap after it, never closer than `min_gap` to
-   the next cue; if that is not enough it may start up to `max_lead_in` earlier, never closer than `min_gap` to
-   the previous cue. A cue that ends less than `min_gap` before the next one starts (or overlaps it: words
-   may overlap in time) has its end trimmed; if even that cannot leave it a millisecond, the next cue starts
-   later. Times are never below zero.
+   the next cue. A cue that ends less than `min_gap` before the next one starts (or overlaps it: words may
+   overlap in time) has its end trimmed; if even that cannot leave it a millisecond, the next cue starts later.
+   If the cue is still too short, it may then start up to `max_lead_in` earlier, never closer than `min_gap` to
+   the previous cue. Times are never below zero.
 
 `check_cues` reports, one line per violation, what a subtitler would reject. The rules cannot always all be
 met (a one-word answer between two long pauses is on screen only as long as the pauses allow); such a cue is
@@ -290,10 +291,12 @@ def _segment(words: Sequence[Word], rules: CueRules) -> list[tuple[int, int]]:
         return max(0.0, cost - bonus)
 
     def timing_cost(first: int, last: int, chars: int) -> float:
+        # What step 4 can give the cue: until min_gap before the next word (where it trims the cue when its words
+        # run closer), plus a lead-in of up to max_lead_in into the gap before its first word.
         start = words[first].start
-        span = words[last].end - start
         room = words[last + 1].start - rules.min_gap - start if last + 1 < n else math.inf
-        shown = min(max(room, span), rules.max_duration)
+        before = start - (words[first - 1].end + rules.min_gap if first > 0 else 0.0)
+        shown = min(room + min(rules.max_lead_in, max(0.0, before)), rules.max_duration)
         needed = min(max(rules.min_duration, chars / rules.max_cps), rules.max_duration)
         return TIMING_PENALTY * max(0.0, needed - shown) / needed if needed > 0 else 0.0
 
@@ -351,10 +354,10 @@ def _time_cues(groups: Sequence[Sequence[Word]], lines: Sequence[list[str]], rul
         needed = min(max(min_duration, math.ceil(chars * 1000 / rules.max_cps)), max_duration)
         if end - start < needed:
             end = max(end, min(start + needed, latest))
+        if end > latest:  # trimmed before the lead-in is sized, so that the lead-in makes up for the trim too
+            end = max(latest, start + 1)
         if end - start < needed and lead_in:
             start = min(start, max(end - needed, start - lead_in, earliest))
-        if end > latest:
-            end = max(latest, start + 1)
         cues.append(Cue(start / 1000, end / 1000, list(lines[k]), list(group)))
         previous_end = end
     return cues
