@@ -1,9 +1,9 @@
 """`attention`: scaled dot-product attention for every model here, with the kernel chosen for the device.
 
 On CPU, PyTorch's fused (flash) kernel is slow to differentiate for the short, many-headed sequences of speech and
-caption batches: its backward took 23% of a training step of the quick speech model, and the plain "math" kernel
-(matmul, softmax, matmul, each differentiated on its own) trains that model about 1.4x faster on 2 cores
-(`tests/benchmarks/train_speed.py`). On GPU the fused kernels are the fast ones and stay in charge.
+caption batches: its backward took 23% of a training step of the quick speech model in the profiler, and the plain
+"math" kernel (matmul, softmax, matmul, each differentiated on its own) trains that model 1.2x faster on 1 or 2
+cores (`tests/benchmarks/attention_kernel.py`). On GPU the fused kernels are the fast ones and stay in charge.
 """
 
 from __future__ import annotations
