@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from toolkit.errors import ConfigError
+from toolkit.model.attention import attention
 from toolkit.model.audio_encoders import ConformerEncoder, Conv2dSubsampling
 from toolkit.model.audio_frontend import FeatureStats, LogMelFrontend, SpecAugment
 from toolkit.model.base import lengths_to_padding_mask
@@ -203,10 +205,6 @@ def test_gradients_flow_with_padding():
 
 def test_attention_math_kernel_matches_the_fused_one():
     """`toolkit.model.attention` picks PyTorch's math kernel on CPU: same outputs and gradients as the default."""
-    import torch.nn.functional as F
-
-    from toolkit.model.attention import attention
-
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 7, 16, generator=g, requires_grad=True) for _ in range(3))
     mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
