@@ -42,6 +42,7 @@ from toolkit.model import build_model
 from toolkit.pipelines import Transcriber
 from toolkit.tasks.asr import AsrExperiment
 from toolkit.text import train_tokenizer
+from toolkit.train.distributed import resolve_device
 
 SR = 16000
 SHORTEST = 1360  # samples: n_fft 400 + 6 hops of 160, the shortest input that gives one Conformer frame
@@ -263,6 +264,20 @@ def test_bad_command_line_values_are_refused_by_argparse(bundles, capsys):
             main(["transcribe", "a.wav", "--model", str(bundles.asr), *args])
         assert e.value.code == 2
         assert f"argument {args[0]}: expected" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_device_this_machine_lacks_is_a_one_line_error(tmp_path, bundles, capsys):
+    sf.write(tmp_path / "a.wav", tone(0.5), SR)
+    rc, out, err = toolkit(capsys, "transcribe", tmp_path / "a.wav", "--model", bundles.asr, "--device", "cpu")
+    assert rc == 0 and out.startswith(str(tmp_path / "a.wav")), err
+    for device, part in (("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"),
+                         ("tpu", "not a device"), ("meta", "not supported")):
+        for command in (["transcribe", tmp_path / "a.wav"], ["caption", tmp_path / "a.png"],
+                        ["subtitle", tmp_path / "a.wav", "-o", tmp_path / "a.srt"]):
+            model = bundles.caption if command[0] == "caption" else bundles.asr
+            error_line(*toolkit(capsys, *command, "--model", model, "--device", device)[::2], f"--device {device}", part)
+    assert resolve_device("auto") == torch.device("cpu")
 
 
 def test_outputs_that_cannot_be_written_are_one_line_errors(tmp_path, bundles, capsys):

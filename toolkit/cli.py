@@ -106,7 +106,8 @@ def cmd_evaluate_asr(args: argparse.Namespace) -> None:
         options = asr_decoding_options(info, args.model, beam_size=args.beam, ctc_weight=args.ctc_weight,
                                        lm=args.lm is not None, lm_weight=args.lm_weight,
                                        length_bonus=args.length_bonus, max_length=10_000)
-    report, _ = evaluate_asr(args.model, args.data, args.splits, options, args.max_images, args.out, lm=args.lm)
+    report, _ = evaluate_asr(args.model, args.data, args.splits, options, args.max_images, args.out, lm=args.lm,
+                             device=args.device)
     print(format_wer_table(report))
     print(f"wer={report['wer']:.4f} cer={report['cer']:.4f}")
 
@@ -126,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     options = DecodingOptions(beam_size=args.beam, max_length=args.max_length, length_penalty=args.length_penalty)
     scores, rows = evaluate_captioner(
         args.model, args.data, args.image_root, args.splits, options, args.batch_size, args.max_images,
-        args.out, meteor=False if args.no_meteor else None,
+        args.out, meteor=False if args.no_meteor else None, device=args.device,
     )
     print(format_table(scores))
     if args.report or args.gallery_json:
@@ -134,7 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         from toolkit.report import GalleryItem, write_caption_gallery, write_gallery_json
 
         shown = rows[: args.report_images]
-        results = Captioner.from_pretrained(args.model).caption(
+        results = Captioner.from_pretrained(args.model, device=args.device).caption(
             [r["image"] for r in shown], beam_size=args.beam, max_length=args.max_length,
             length_penalty=args.length_penalty, attention=True,
         )
@@ -151,7 +152,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
     from toolkit.pipelines import Captioner, expand_image_args
 
     paths = expand_image_args(args.images)
-    captioner = Captioner.from_pretrained(args.model)
+    captioner = Captioner.from_pretrained(args.model, device=args.device)
     results = captioner.caption(paths, beam_size=args.beam, batch_size=args.batch_size,
                                 max_length=args.max_length, attention=bool(args.report))
     if args.json:
@@ -172,7 +173,7 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
 
     if args.lm is None and args.lm_weight:
         raise ToolkitError("--lm-weight needs a language model (--lm DIR)")
-    transcriber = Transcriber.from_pretrained(args.model, lm=args.lm, lm_weight=args.lm_weight,
+    transcriber = Transcriber.from_pretrained(args.model, device=args.device, lm=args.lm, lm_weight=args.lm_weight,
                                               length_bonus=args.length_bonus)
     results = transcriber.transcribe(args.audio, beam_size=args.beam, batch_size=args.batch_size,
                                      ctc_weight=args.ctc_weight, ctc_only=args.ctc_only,
@@ -250,7 +251,7 @@ def cmd_subtitle(args: argparse.Namespace) -> None:
                               max_chunk=args.max_chunk, beam_size=args.beam, batch_size=args.batch_size,
                               ctc_weight=args.ctc_weight, lm_weight=args.lm_weight,
                               length_bonus=args.length_bonus)
-    subtitler = Subtitler.from_pretrained(args.model, options, lm=args.lm)
+    subtitler = Subtitler.from_pretrained(args.model, options, lm=args.lm, device=args.device)
     result = subtitler.subtitle(source, progress=not args.quiet)
     writer.write_file(result.cues, out)
     print(f"{out}: {len(result.cues)} cues, {len(result.words)} words, {result.duration / 60:.1f} min of audio")
@@ -334,6 +335,11 @@ def _add_lm_options(p: argparse.ArgumentParser, prefix: str) -> None:
                                                         "preference for short outputs (default: the model's, or 0)")
 
 
+def _add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="where the model runs: auto (the first GPU when CUDA is available, "
+                                                    "else the CPU), cpu, cuda or cuda:N (default: auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="toolkit", description="Image captioning and speech recognition with one encoder-decoder design."
@@ -377,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-images", type=_positive_int, default=24,
                    help="images shown in the report / gallery (default: 24)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR even when Java is installed")
+    _add_device_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("caption", help="caption images (files, folders or glob patterns)")
@@ -387,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=_positive_int, default=40)
     p.add_argument("--json", action="store_true", help="print JSON instead of tab-separated lines")
     p.add_argument("--report", help="write an HTML gallery with per-word attention heatmaps to this file")
+    _add_device_option(p)
     p.set_defaults(func=cmd_caption)
 
     p = sub.add_parser("transcribe", help="transcribe audio files (any rate/channels; video containers via PyAV)")
@@ -398,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ctc-only", action="store_true", help="CTC greedy decoding only (fastest)")
     _add_lm_options(p, "")
     p.add_argument("--json", action="store_true", help="print JSON instead of tab-separated lines")
+    _add_device_option(p)
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("subtitle", help="subtitle audio or video of any length: SRT / WebVTT / JSON, optionally "
@@ -424,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeline", metavar="JSON", help="score the cues against known speech times (the timeline "
                                                       "`toolkit synth longform` writes): OUT.timing.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device_option(p)
     p.set_defaults(func=cmd_subtitle)
 
     p = sub.add_parser("synth", help="make a synthetic corpus: shapes (images + captions, COCO JSON), speech "
@@ -485,6 +495,10 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))  # under torchrun, rank 0 alone logs progress
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(name)s: %(message)s")
     try:
+        if getattr(args, "device", None) is not None:  # a device this machine lacks: refused before any work
+            from toolkit.train.distributed import resolve_device
+
+            args.device = resolve_device(args.device)
         args.func(args)
     except ToolkitError as e:
         print(f"toolkit {args.command}: error: {e}", file=sys.stderr)

@@ -240,17 +240,18 @@ def asr_decoding_options(
 def evaluate_asr(
     model_dir: str | Path, data: str, subsets: list[str] | None = None, options: DecodingOptions | None = None,
     max_utterances: int | None = None, predictions_path: str | Path | None = None, group_by: str = "voice",
-    lm: str | Path | None = None,
+    lm: str | Path | None = None, device: str | torch.device = "cpu",
 ) -> tuple[dict, list[dict]]:
     """WER/CER of the bundle at `model_dir` on `data`, with a per-group breakdown (by the manifest field
     `group_by`, e.g. voice or accent, when present) and per-utterance rows, also written as JSON.
 
     options: the search (default: `asr_decoding_options` of the bundle); lm: a language-model bundle fused into
-    the search with `options.lm_weight` (refused if trained with another tokenizer than the model's)."""
-    bundle = load_model(model_dir)
+    the search with `options.lm_weight` (refused if trained with another tokenizer than the model's); `device`:
+    where the model (and the LM) run."""
+    bundle = load_model(model_dir, device)
     if bundle.info.get("task") != "asr":
         raise ToolkitError(f"{model_dir}: a {bundle.info.get('task')!r} model, not a speech recognition model")
-    language_model = load_lm(lm, tokenizer=bundle.tokenizer).model if lm is not None else None
+    language_model = load_lm(lm, device, tokenizer=bundle.tokenizer).model if lm is not None else None
     records = _usable(_read(data, subsets), data, "evaluation")[:max_utterances]
     options = options or asr_decoding_options(bundle.info, model_dir, lm=lm is not None)
     if options.ctc_weight and bundle.model.ctc_head is None:

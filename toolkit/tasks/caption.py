@@ -157,11 +157,11 @@ def _train_captioner(exp: CaptionExperiment, out_dir: Path, resume: bool, world:
 def evaluate_captioner(
     model_dir: str | Path, data: str, image_root: str | None = None, splits: list[str] | None = None,
     options: DecodingOptions | None = None, batch_size: int = 32, max_images: int | None = None,
-    predictions_path: str | Path | None = None, meteor: bool | None = None,
+    predictions_path: str | Path | None = None, meteor: bool | None = None, device: str | torch.device = "cpu",
 ) -> tuple[dict[str, float], list[dict]]:
-    """Caption every image of `data` with the bundle at `model_dir`; returns the scores and per-image rows
-    ({image_id, image, prediction, references, exact}) which are also written to `predictions_path` as JSON."""
-    bundle = load_model(model_dir)
+    """Caption every image of `data` with the bundle at `model_dir` (run on `device`); returns the scores and
+    per-image rows ({image_id, image, prediction, references, exact}) also written to `predictions_path` as JSON."""
+    bundle = load_model(model_dir, device)
     if bundle.info.get("task", "caption") != "caption":
         raise ToolkitError(f"{model_dir}: a {bundle.info['task']!r} model, not a captioning model")
     records = _records(data, image_root, splits, "evaluation")[:max_images]

@@ -52,6 +52,27 @@ def default_device(local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+
+def resolve_device(name: str) -> torch.device:
+    """A `--device` value as a device: "auto" is `default_device()`, else "cpu", "cuda" or "cuda:N" (also "mps"),
+    refused in one line when this machine has no such device."""
+    if name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ToolkitError(f"--device {name}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ToolkitError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ToolkitError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ToolkitError(f"--device {name}: MPS is not available on this machine (use cpu or auto)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ToolkitError(f"--device {name}: not supported (auto, cpu, cuda, cuda:N, mps)")
+    return device
+
 @dataclass(frozen=True)
 class World:
     """The processes of one training job, seen from one of them: `rank` in [0, `size`), `local_rank` on its
