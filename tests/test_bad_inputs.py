@@ -276,7 +276,8 @@ def test_a_device_this_machine_lacks_is_a_one_line_error(tmp_path, bundles, caps
         for command in (["transcribe", tmp_path / "a.wav"], ["caption", tmp_path / "a.png"],
                         ["subtitle", tmp_path / "a.wav", "-o", tmp_path / "a.srt"]):
             model = bundles.caption if command[0] == "caption" else bundles.asr
-            error_line(*toolkit(capsys, *command, "--model", model, "--device", device)[::2], f"--device {device}", part)
+            rc, _, err = toolkit(capsys, *command, "--model", model, "--device", device)
+            error_line(rc, err, f"--device {device}", part)
     assert resolve_device("auto") == torch.device("cpu")
 
 
