@@ -1,7 +1,7 @@
 """Training speed against SpeechBrain, side by side in one run, at SpeechBrain's LibriSpeech `conformer_small` size.
 
     pip install speechbrain==1.1.2        # for this benchmark only (not a dependency of the toolkit)
-    python tests/benchmarks/train_speed.py [--steps 5] [--warmup 2] [--threads 2] [--no-sb-bf16]
+    python tests/benchmarks/train_speed.py [--steps 5] [--warmup 2] [--threads 2] [--no-sb-bf16] [--device cuda]
 
 Three systems train on the same random batches (B waveforms x S seconds of 16 kHz noise, U random tokens each,
 ids 4..V-1 so that no special id is used), one optimizer update per step, and the steps of the systems are
@@ -24,6 +24,9 @@ Data loading and speed perturbation (done in the recipe's loader workers) are ou
 Prints the settings, parameter counts, a table (s/step from the best step by default, best and median wall
 seconds, process CPU seconds of the best step, utterances/s, audio seconds/s, ratios), then a last line of
 key=value figures: `speedup` = ours / sb_fp32 utterances/s, `cpu_speedup` the same from CPU seconds.
+
+`--device cuda` runs all three on the GPU (autocast on that device; each step's time runs from a synchronised
+start to a synchronised end), so the comparison holds there too.
 
 OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE unless the environment sets it): on a 2-core machine shared
 with other jobs, the default spin-waiting made every system's 2-thread step 3-5x slower in wall time (and burn
@@ -63,12 +66,12 @@ def count_params(modules: list[torch.nn.Module]) -> int:
 
 
 def make_batch(args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    """Random noise waveforms and random token ids, the same for every system (fixed seed)."""
+    """Random noise waveforms and random token ids, the same for every system (fixed seed), on `args.device`."""
     g = torch.Generator().manual_seed(args.seed)
     samples = int(args.seconds * 16000)
     wavs = 0.1 * torch.randn(args.batch, samples, generator=g)
     tokens = torch.randint(4, args.vocab, (args.batch, args.tokens), generator=g)
-    return {"wavs": wavs, "tokens": tokens}
+    return {"wavs": wavs.to(args.device), "tokens": tokens.to(args.device)}
 
 
 # --------------------------------------------------------------------------------------------- ours
@@ -86,15 +89,15 @@ def build_ours(args: argparse.Namespace, batch: dict[str, torch.Tensor]) -> tupl
     }
     if args.ours_subsampling_channels:
         config["encoder"]["subsampling_channels"] = args.ours_subsampling_channels
-    model = build_model(config).train()
+    model = build_model(config).train().to(args.device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.98))
     wavs, targets = batch["wavs"], batch["tokens"]
-    wav_lengths = torch.full((wavs.size(0),), wavs.size(1), dtype=torch.long)
-    target_lengths = torch.full((targets.size(0),), targets.size(1), dtype=torch.long)
+    wav_lengths = torch.full((wavs.size(0),), wavs.size(1), dtype=torch.long, device=args.device)
+    target_lengths = torch.full((targets.size(0),), targets.size(1), dtype=torch.long, device=args.device)
 
     def step() -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(args.device.type, dtype=torch.bfloat16):
             out = model.loss(wavs, wav_lengths, targets, target_lengths, ctc_weight=0.3, label_smoothing=0.1)
         loss = out["loss"].float()
         if not torch.isfinite(loss):
@@ -153,7 +156,9 @@ def build_speechbrain(args: argparse.Namespace, batch: dict[str, torch.Tensor], 
     seq_lin = Linear(input_size=d_model, n_neurons=vocab)
     log_softmax = torch.nn.LogSoftmax(dim=-1)
     modules = torch.nn.ModuleDict({"CNN": cnn, "Transformer": transformer, "seq_lin": seq_lin,
-                                   "ctc_lin": ctc_lin, "normalize": normalize}).train()
+                                   "ctc_lin": ctc_lin, "normalize": normalize}).train().to(args.device)
+    compute_features.to(args.device)
+    fea_augment.to(args.device)
     params = [p for p in modules.parameters() if p.requires_grad]
     # train.py: opt_class=hparams["Adam"] (torch.optim.Adam, lr_adam 0.001, betas (0.9, 0.98), eps 1e-9);
     # --sb-adamw swaps in AdamW with the same settings (speed is the same).
@@ -163,12 +168,13 @@ def build_speechbrain(args: argparse.Namespace, batch: dict[str, torch.Tensor], 
 
     wavs, tokens = batch["wavs"], batch["tokens"]
     b = wavs.size(0)
-    wav_lens = torch.ones(b)  # SpeechBrain lengths are relative to the padded length
-    tokens_bos = torch.cat([torch.full((b, 1), bos_index), tokens], dim=1)
-    tokens_eos = torch.cat([tokens, torch.full((b, 1), eos_index)], dim=1)
-    tokens_lens = torch.ones(b)
-    tokens_eos_lens = torch.ones(b)
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
+    on = {"device": args.device}
+    wav_lens = torch.ones(b, **on)  # SpeechBrain lengths are relative to the padded length
+    tokens_bos = torch.cat([torch.full((b, 1), bos_index, **on), tokens], dim=1)
+    tokens_eos = torch.cat([tokens, torch.full((b, 1), eos_index, **on)], dim=1)
+    tokens_lens = torch.ones(b, **on)
+    tokens_eos_lens = torch.ones(b, **on)
+    ctx = (lambda: torch.autocast(args.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
 
     def step() -> float:
         # Brain.fit_batch (precision fp32: no autocast; bf16: torch autocast) -> compute_forward / objectives
@@ -215,7 +221,10 @@ def main() -> None:
     ap.add_argument("--sb-adamw", action="store_true", help="SpeechBrain with AdamW instead of the recipe's Adam")
     ap.add_argument("--ours-subsampling-channels", type=int, default=0,
                     help="our Conv2d subsampling channels (0: the default, d_model)")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where every system runs")
     args = ap.parse_args()
+    args.device = torch.device(args.device)
+    sync = torch.cuda.synchronize if args.device.type == "cuda" else (lambda: None)
     torch.set_num_threads(args.threads)
     try:
         import speechbrain
@@ -244,13 +253,16 @@ def main() -> None:
     cpu: dict[str, list[float]] = {name: [] for name in systems}  # process CPU seconds (all threads) per step
     for _ in range(args.steps):
         for name, step in systems.items():
+            sync()
             start, start_cpu = time.perf_counter(), time.process_time()
             losses[name] = step()
+            sync()
             times[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
 
     audio = args.batch * args.seconds
-    print(f"torch {torch.__version__}, speechbrain {speechbrain.__version__}, {torch.get_num_threads()} threads; "
+    where = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, speechbrain {speechbrain.__version__}, {where}, {torch.get_num_threads()} threads; "
           f"batch {args.batch} x {args.seconds:g} s noise at 16 kHz, {args.tokens} tokens, vocab {args.vocab}; "
           f"{args.warmup} warm-up + {args.steps} timed steps per system, interleaved; "
           f"figures from the {args.stat} step; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
