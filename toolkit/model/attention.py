@@ -8,6 +8,8 @@ cores (`tests/benchmarks/attention_kernel.py`). On GPU the fused kernels are the
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -16,7 +18,5 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0) -> Tensor:
     """`F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p)`: q `(B, H, U, Dh)`, k / v `(B, H, S, Dh)`,
     attn_mask broadcastable to `(B, H, U, S)` (bool, True = may attend) -> `(B, H, U, Dh)`."""
-    if q.device.type == "cpu":
-        with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+    with sdpa_kernel(SDPBackend.MATH) if q.device.type == "cpu" else nullcontext():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)

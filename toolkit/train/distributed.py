@@ -52,7 +52,6 @@ def default_device(local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-
 def resolve_device(name: str) -> torch.device:
     """A `--device` value as a device: "auto" is `default_device()`, else "cpu", "cuda" or "cuda:N" (also "mps"),
     refused in one line when this machine has no such device."""
@@ -72,6 +71,7 @@ def resolve_device(name: str) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ToolkitError(f"--device {name}: not supported (auto, cpu, cuda, cuda:N, mps)")
     return device
+
 
 @dataclass(frozen=True)
 class World:
