@@ -30,8 +30,9 @@ Manifest lines: {"id", "audio" (relative to the manifest's folder), "text", "dur
 "accent", "augment" (the augmentations applied, {} for none)}.
 
 Language-model text (`out_dir/lm_text.txt`, `lm_sentences`): every sentence of the text sources (3-20 words, as
-transcripts, one per line) except those of valid, test_seen and test_heldout, compared after scoring normalisation
-so that no evaluation sentence leaks in another spelling; the training sentences stay. It is the text-only data an
+transcripts, one per line) except those of valid, test_seen and test_heldout and those that hold one of them as
+consecutive whole words ("do you see what i mean" holds "see what i mean"), compared after scoring normalisation so
+that no evaluation sentence leaks in another spelling; the training sentences stay. It is the text-only data an
 external language model is trained on (as LibriSpeech ships an LM corpus beside its audio): ~57,000 sentences
 against the 9,000 spoken in train.
 
@@ -56,6 +57,7 @@ import random
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import soundfile as sf
@@ -200,9 +202,22 @@ def lm_sentences(config: SpeechSynthConfig, plan: dict[str, list[Utterance]] | N
     """The language-model text of the corpus `config` makes (module docstring), as transcripts, in the text
     sources' order. `plan`: `plan_corpus(config)`, when already computed."""
     plan = plan_corpus(config) if plan is None else plan
-    held_out = {normalize_transcript_for_scoring(u.text) for split in EVAL_SPLITS for u in plan[split]}
+    held_out = _WordSequences(normalize_transcript_for_scoring(u.text) for split in EVAL_SPLITS for u in plan[split])
     texts = (normalize_transcript(s) for s in load_sentences(config.text_sources, config.min_words, config.max_words))
-    return [t for t in texts if normalize_transcript_for_scoring(t) not in held_out]
+    return [t for t in texts if not held_out.found_in(normalize_transcript_for_scoring(t))]
+
+
+class _WordSequences:
+    """A set of word sequences, to ask whether a text holds any of them as consecutive whole words."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self.by_first: dict[str, list[list[str]]] = {}
+        for words in {tuple(t.split()) for t in texts if t.split()}:
+            self.by_first.setdefault(words[0], []).append(list(words))
+
+    def found_in(self, text: str) -> bool:
+        words = text.split()
+        return any(words[i:i + len(seq)] == seq for i, w in enumerate(words) for seq in self.by_first.get(w, ()))
 
 
 def render(utt: Utterance, keep_silence: float = 0.15) -> np.ndarray:
