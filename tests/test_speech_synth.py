@@ -23,6 +23,7 @@ from toolkit.errors import ConfigError, ToolkitError
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 HAVE_FLITE = shutil.which("flite") is not None
 HAVE_TEXT = text_corpus.FORTUNE_DIR.is_dir() and (text_corpus.WORDNET_DIR / "data.noun").is_file()
+needs_flite = pytest.mark.skipif(not HAVE_FLITE, reason="flite not installed (apt-get install flite)")
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng not installed (apt-get install espeak-ng)")
 needs_text = pytest.mark.skipif(not HAVE_TEXT, reason="text packages missing (apt-get install fortunes-min "
                                                       "fortunes wordnet-base)")
@@ -152,6 +153,19 @@ def test_speed_perturbation_changes_duration_by_the_factor(factor):
     assert abs(len(y) - len(x) / factor) <= 2
 
 
+@pytest.mark.parametrize("factor", [0.85, 1.15])
+def test_voice_shift_moves_every_frequency_and_keeps_the_length(factor):
+    t = np.arange(32000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 1800 * t)).astype(np.float32)
+    y = augment.shift_voice(x, factor)
+    assert abs(len(y) - len(x)) <= 2
+    power, freqs = np.abs(np.fft.rfft(y)) ** 2, np.fft.rfftfreq(len(y), 1 / 16000)
+    for f in (440, 1800):  # the power moved to f * factor, not left at f
+        assert power[np.abs(freqs - f * factor) < 15].sum() > 20 * power[np.abs(freqs - f) < 15].sum()
+    envelope = np.abs(y[2000:-2000]).reshape(-1, 400).max(axis=1)
+    assert envelope.min() > 0.5 * envelope.max()  # steady, without phase-vocoder dropouts
+
+
 def test_reverb_keeps_length_and_level_and_decays():
     x = _tone()
     y = augment.reverberate(x, 0.5, np.random.default_rng(0))
@@ -165,10 +179,11 @@ def test_reverb_keeps_length_and_level_and_decays():
 def test_augmentation_is_seeded():
     import random
 
-    cfg = augment.AugmentConfig(noise_prob=1, reverb_prob=1, speed_prob=1, telephone_prob=1)
+    cfg = augment.AugmentConfig(noise_prob=1, reverb_prob=1, speed_prob=1, telephone_prob=1, voice_prob=1)
     aug = augment.sample_augmentation(random.Random(5), cfg)
     assert aug == augment.sample_augmentation(random.Random(5), cfg) and set(aug) == {"speed", "reverb", "noise",
-                                                                                        "telephone"}
+                                                                                        "telephone", "voice"}
+    assert augment.describe(aug).startswith(f"voice{aug['voice']},speed")
     x = _tone()
     np.testing.assert_array_equal(augment.apply_augmentation(x, aug, 7), augment.apply_augmentation(x, aug, 7))
     assert not np.array_equal(augment.apply_augmentation(x, aug, 7), augment.apply_augmentation(x, aug, 8))
@@ -215,11 +230,44 @@ def test_plan_is_a_function_of_the_seed():
     assert [u.text for u in a["train"]] != [u.text for u in c["train"]]
 
 
+def test_voice_shift_off_draws_nothing():
+    """With voice_prob 0 (the default) no draw is made for it, so a corpus made before the voice shift existed is
+    made again the same; on, it applies to about its share of the utterances, with every factor."""
+    import random
+
+    class Counting(random.Random):
+        calls = 0
+
+        def random(self):
+            Counting.calls += 1
+            return super().random()
+
+    augment.sample_augmentation(Counting(3), augment.AugmentConfig(speed_prob=0, reverb_prob=0, noise_prob=0))
+    assert Counting.calls == 4  # speed, reverb, noise, telephone
+    on = augment.AugmentConfig(voice_prob=0.5)
+    shifted = [augment.sample_augmentation(random.Random(i), on).get("voice") for i in range(200)]
+    assert 60 < sum(f is not None for f in shifted) < 140 and set(shifted) - {None} == set(on.voice_factors)
+
+
+@needs_text
+def test_voice_shift_changes_train_only():
+    """The evaluation splits do not depend on the augmentation: a corpus with shifted voices is scored on the same
+    utterances as one without."""
+    base = plan_corpus(tiny_config())
+    shifted = plan_corpus(replace(tiny_config(), augment=augment.AugmentConfig(voice_prob=1.0)))
+    assert all("voice" in u.augment for u in shifted["train"])
+    assert [u.text for u in shifted["train"]] == [u.text for u in base["train"]]
+    for split in ("valid", "test_seen", "test_heldout"):
+        assert shifted[split] == base[split]
+
+
 def test_bad_augmentation_settings_are_config_errors():
     with pytest.raises(ConfigError, match=r"AugmentConfig.noise_prob: a probability in \[0, 1\], got 1.5"):
         augment.AugmentConfig(noise_prob=1.5)
     with pytest.raises(ConfigError, match="AugmentConfig.noise_kinds: unknown 'brown'"):
         augment.AugmentConfig(noise_kinds=("white", "brown"))
+    with pytest.raises(ConfigError, match=r"AugmentConfig.voice_factors: need positive factors, got \[0.9, 0.0\]"):
+        augment.AugmentConfig(voice_factors=(0.9, 0.0))
 
 
 def test_bad_held_out_lists_are_config_errors():
@@ -333,6 +381,34 @@ def test_rerun_reuses_finished_files_and_refuses_another_config(corpora):
     assert kept.stat().st_mtime_ns == stamps[kept]  # the finished wav is reused, not synthesised again
     with pytest.raises(ToolkitError, match=r"another config \(seed: 3, now 4\)"):
         make_speech_corpus(root, tiny_config(seed=4, workers=1), progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in wavs}
+    record = root / "speech_corpus.json"
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    for key in ("voice_prob", "voice_factors"):  # as recorded before the voice shift existed
+        del saved["config"]["augment"][key]
+    record.write_text(json.dumps(saved), encoding="utf-8")
+    make_speech_corpus(root, tiny_config(workers=1), progress=False)  # the same corpus: its defaults change nothing
+    assert {p: p.stat().st_mtime_ns for p in wavs} == stamps
+    shifted = replace(tiny_config(workers=1), augment=augment.AugmentConfig(voice_prob=0.5))
+    with pytest.raises(ToolkitError, match=r"another config \(augment: .*'voice_prob': 0.0.*now .*'voice_prob': 0.5"):
+        make_speech_corpus(root, shifted, progress=False)
+
+
+@needs_espeak
+@needs_text
+@needs_flite
+def test_synth_command_shifts_voices_when_asked(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "toolkit", "synth", "speech", "--out", str(tmp_path), "--train", "3",
+                        "--valid", "1", "--test-seen", "1", "--test-heldout", "1", "--workers", "1",
+                        "--voice-shift", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert all("voice" in row["augment"] for row in _rows(tmp_path / "train.jsonl"))
+    assert not _rows(tmp_path / "valid.jsonl")[0]["augment"]
+    record = json.loads((tmp_path / "speech_corpus.json").read_text(encoding="utf-8"))
+    assert record["config"]["augment"]["voice_prob"] == 1.0
 
 
 @needs_espeak
@@ -347,7 +423,7 @@ def test_espeak_is_deterministic_and_trimmed():
     assert len(slow) > 1.2 * len(x)
 
 
-@pytest.mark.skipif(not HAVE_FLITE, reason="flite not installed (apt-get install flite)")
+@needs_flite
 def test_flite_voice_speaks():
     x = voices.synthesize(Speaker(Voice("flite", "flite-slt"), 1.0, 0), "a friend is a present you give yourself")
     assert 1.0 < len(x) / 16000 < 5.0 and np.abs(x).max() > 0.1

@@ -194,8 +194,11 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
         paths = make_shapes_corpus(args.out, ShapesConfig(seed=args.seed, **sizes))
     else:
+        from toolkit.data.synth.augment import AugmentConfig
         from toolkit.data.synth.speech import LM_TEXT, SpeechSynthConfig, make_speech_corpus
 
+        if args.voice_shift is not None:
+            sizes["augment"] = AugmentConfig(voice_prob=args.voice_shift)
         paths = make_speech_corpus(args.out, SpeechSynthConfig(seed=args.seed, **sizes))
         paths = {**paths, "lm_text": Path(args.out) / LM_TEXT}  # text for an external language model
     for split, path in paths.items():
@@ -451,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="shapes: image side in pixels (128)")
     p.add_argument("--max-objects", type=int, choices=[1, 2, 3], help="shapes: objects per image, at most (3)")
     p.add_argument("--workers", type=int, help="speech: synthesis processes (default: CPU count)")
+    p.add_argument("--voice-shift", type=_weight, metavar="P",
+                   help="speech: share of training utterances whose pitch and formants are shifted together "
+                        "(x 0.85-1.15: the voice of a larger or smaller speaker; default 0)")
     p.add_argument("--manifest", help="longform: the utterances (JSONL manifest, Kaldi dir or LibriSpeech folder)")
     p.add_argument("--minutes", type=float, help="longform: cycle the utterances until this long (default: each once)")
     p.add_argument("--video", action="store_true", help="longform: also write a test-pattern video (longform.mp4)")

@@ -6,15 +6,19 @@
     reverberate     convolution with a synthetic room impulse response: a direct path, then Gaussian noise with an
                     exponential decay reaching -60 dB at `rt60` seconds; the output keeps the input's length and RMS
     speed_perturb   speed (tempo and pitch together) changed by `factor` through resampling (1.1: 10% shorter)
+    shift_voice     every frequency (pitch and formants) times `factor`, tempo kept: the same voice from a smaller
+                    (> 1) or larger (< 1) speaker, like vocal tract length perturbation; a phase-vocoder stretch,
+                    then resampling
     telephone       a 300-3400 Hz band-pass, a round trip through 8 kHz and 8-bit mu-law (G.711-like)
 
 `sample_augmentation` draws which of these apply to one utterance (each with its configured probability) and their
-parameters from a `random.Random`; `apply_augmentation` applies them (speed, reverb, noise, telephone in that
-order) with a numpy generator seeded per utterance, so the same seed gives the same samples.
+parameters from a `random.Random`; `apply_augmentation` applies them (voice, speed, reverb, noise, telephone in
+that order) with a numpy generator seeded per utterance, so the same seed gives the same samples.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -40,9 +44,13 @@ class AugmentConfig:
     speed_prob: float = 0.3
     speed_factors: tuple[float, ...] = (0.9, 1.1)
     telephone_prob: float = 0.1
+    # Off by default, and then not drawn at all, so corpora made before it stay the same. Factors whose multiple of
+    # 16 kHz shares a large divisor with it (0.85: 13,600 Hz) resample fast.
+    voice_prob: float = 0.0
+    voice_factors: tuple[float, ...] = (0.85, 0.9, 1.1, 1.15)
 
     def __post_init__(self) -> None:
-        for name in ("noise_prob", "reverb_prob", "speed_prob", "telephone_prob"):
+        for name in ("noise_prob", "reverb_prob", "speed_prob", "telephone_prob", "voice_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"AugmentConfig.{name}: a probability in [0, 1], got {getattr(self, name)}")
         for name in ("snr_db", "rt60"):
@@ -52,8 +60,10 @@ class AugmentConfig:
         bad = [k for k in self.noise_kinds if k not in NOISE_KINDS] or ([] if self.noise_kinds else ["(none)"])
         if bad:
             raise ConfigError(f"AugmentConfig.noise_kinds: unknown {bad[0]!r} (choose from {', '.join(NOISE_KINDS)})")
-        if not self.speed_factors or any(f <= 0 for f in self.speed_factors):
-            raise ConfigError(f"AugmentConfig.speed_factors: need positive factors, got {list(self.speed_factors)}")
+        for name in ("speed_factors", "voice_factors"):
+            factors = getattr(self, name)
+            if not factors or any(f <= 0 for f in factors):
+                raise ConfigError(f"AugmentConfig.{name}: need positive factors, got {list(factors)}")
 
 
 def _shaped_noise(n: int, rng: np.random.Generator, exponent: float, band: tuple[float, float] | None = None,
@@ -129,6 +139,20 @@ def speed_perturb(x: np.ndarray, factor: float, sample_rate: int = SAMPLE_RATE) 
     return AF.resample(torch.as_tensor(x, dtype=torch.float32), orig, sample_rate).numpy()
 
 
+def shift_voice(x: np.ndarray, factor: float, sample_rate: int = SAMPLE_RATE, n_fft: int = 512,
+                hop_length: int = 128) -> np.ndarray:
+    """Every frequency of `x` (pitch and formants) times `factor`, the length kept: a phase-vocoder stretch to
+    `factor` times the length, then `speed_perturb` by `factor` back to about `len(x)` samples."""
+    if factor == 1.0:
+        return np.asarray(x, dtype=np.float32)
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(torch.as_tensor(x, dtype=torch.float32), n_fft, hop_length, window=window, return_complex=True)
+    advance = torch.linspace(0, math.pi * hop_length, spec.size(0))[:, None]  # expected phase step per bin
+    stretched = AF.phase_vocoder(spec, 1.0 / factor, advance)
+    y = torch.istft(stretched, n_fft, hop_length, window=window, length=int(round(len(x) * factor)))
+    return speed_perturb(y.numpy(), factor, sample_rate)
+
+
 def telephone(x: np.ndarray, sample_rate: int = SAMPLE_RATE, mu_law: bool = True) -> np.ndarray:
     """A telephone channel: 300-3400 Hz band-pass (FFT mask with 50 Hz cosine edges), 8 kHz round trip and,
     with `mu_law`, 8-bit mu-law quantisation on the way."""
@@ -159,13 +183,17 @@ def sample_augmentation(rng: random.Random, config: AugmentConfig) -> dict:
         aug["noise"] = [rng.choice(config.noise_kinds), round(rng.uniform(*config.snr_db), 2)]
     if rng.random() < config.telephone_prob:
         aug["telephone"] = True
+    if config.voice_prob > 0 and rng.random() < config.voice_prob:
+        aug["voice"] = rng.choice(config.voice_factors)
     return aug
 
 
 def apply_augmentation(x: np.ndarray, aug: dict, seed: int) -> np.ndarray:
-    """Apply `aug` (from `sample_augmentation`) to `x`: speed, reverb, noise, telephone; random draws come from
-    `numpy.random.default_rng(seed)`."""
+    """Apply `aug` (from `sample_augmentation`) to `x`: voice, speed, reverb, noise, telephone; random draws come
+    from `numpy.random.default_rng(seed)`."""
     rng = np.random.default_rng(seed)
+    if "voice" in aug:
+        x = shift_voice(x, aug["voice"])
     if "speed" in aug:
         x = speed_perturb(x, aug["speed"])
     if "reverb" in aug:
@@ -179,8 +207,8 @@ def apply_augmentation(x: np.ndarray, aug: dict, seed: int) -> np.ndarray:
 
 
 def describe(aug: dict) -> str:
-    """A short label: "speed1.1,reverb0.31,noise:pink@12.5dB,telephone" ("" for none)."""
-    parts = []
+    """A short label: "voice0.9,speed1.1,reverb0.31,noise:pink@12.5dB,telephone" ("" for none)."""
+    parts = [f"voice{aug['voice']}"] if "voice" in aug else []
     if "speed" in aug:
         parts.append(f"speed{aug['speed']}")
     if "reverb" in aug:

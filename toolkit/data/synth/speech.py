@@ -24,7 +24,9 @@ m4, f3, klatt2. Training: en-gb, en-us, en-gb-x-rp, en-gb-scotland, en-gb-x-gbcw
 f4 klatt klatt3 Annie edward, and flite's slt, awb, kal16.
 
 Augmentation (`augment`, splits in `augment_splits`, train only by default so the test splits measure voices and
-sentences, not noise): speed perturbation, reverberation, additive noise at a random SNR, telephone band.
+sentences, not noise): speed perturbation, reverberation, additive noise at a random SNR, telephone band; and, when
+`augment.voice_prob` > 0 (`toolkit synth speech --voice-shift P`), voices shifted in pitch and formants together, as
+if spoken by a larger or smaller speaker. The evaluation splits do not depend on the augmentation settings.
 
 Manifest lines: {"id", "audio" (relative to the manifest's folder), "text", "duration" (s), "speaker", "voice",
 "accent", "augment" (the augmentations applied, {} for none)}.
@@ -38,7 +40,8 @@ against the 9,000 spoken in train.
 
 Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
 espeak-ng / flite are deterministic, so the same config gives the same corpus byte for byte, whatever `workers`.
-The config is recorded in `out_dir/speech_corpus.json`; re-running with the same config reuses what is there: a
+The config is recorded in `out_dir/speech_corpus.json` (a setting added to the toolkit after a corpus was made counts
+as its default there); re-running with the same config reuses what is there: a
 split whose manifest lists every planned utterance and whose wav files all exist is skipped, and otherwise only the
 missing wav files are synthesised (each wav and each manifest is written to a temporary file and renamed, so an
 interrupted run leaves no half-written file). A different config for the same folder is refused.
@@ -264,18 +267,36 @@ def _manifest_complete(path: Path, utts: list[Utterance], wav_dir: Path) -> bool
             and all((wav_dir / f"{u.id}.wav").is_file() for u in utts))
 
 
+def _record(config: SpeechSynthConfig) -> dict:
+    """What `speech_corpus.json` holds for `config`: the format and every setting but `workers`."""
+    return {"format": FORMAT, "config": {k: v for k, v in json.loads(json.dumps(asdict(config))).items()
+                                         if k != "workers"}}
+
+
+def _with_defaults(recorded: dict, defaults: dict) -> dict:
+    """`recorded` with the keys it lacks taken from `defaults`, at every level: a corpus recorded before a setting
+    existed was made as that setting's default makes it (a new setting's default changes nothing)."""
+    merged = dict(defaults)
+    for key, value in recorded.items():
+        both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+        merged[key] = _with_defaults(value, defaults[key]) if both else value
+    return merged
+
+
 def _check_record(out_dir: Path, config: SpeechSynthConfig) -> None:
     """Record the config in `out_dir/speech_corpus.json`, or refuse a folder made with another one."""
     record = out_dir / "speech_corpus.json"
-    current = {"format": FORMAT, "config": {k: v for k, v in json.loads(json.dumps(asdict(config))).items()
-                                            if k != "workers"}}
+    current = _record(config)
     if record.is_file():
         try:
             old = json.loads(record.read_text(encoding="utf-8"))
         except ValueError:
             raise ToolkitError(f"{record}: not valid JSON; delete the folder and make the corpus again") from None
+        if isinstance(old, dict) and isinstance(old.get("config"), dict):  # keys added since took their defaults
+            old["config"] = _with_defaults(old["config"], _record(SpeechSynthConfig())["config"])
         if old != current:
-            old_cfg, new_cfg = old.get("config", {}), current["config"]
+            old_cfg = old.get("config") if isinstance(old, dict) and isinstance(old.get("config"), dict) else {}
+            new_cfg = current["config"]
             key = next((k for k in new_cfg if old_cfg.get(k) != new_cfg[k]), "format")
             raise ToolkitError(f"{record}: this folder was made with another config ({key}: {old_cfg.get(key)!r}, "
                                f"now {new_cfg.get(key)!r}); use another folder or delete this one")
