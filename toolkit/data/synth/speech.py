@@ -41,10 +41,10 @@ against the 9,000 spoken in train.
 Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
 espeak-ng / flite are deterministic, so the same config gives the same corpus byte for byte, whatever `workers`.
 The config is recorded in `out_dir/speech_corpus.json` (a setting added to the toolkit after a corpus was made counts
-as its default there); re-running with the same config reuses what is there: a
-split whose manifest lists every planned utterance and whose wav files all exist is skipped, and otherwise only the
-missing wav files are synthesised (each wav and each manifest is written to a temporary file and renamed, so an
-interrupted run leaves no half-written file). A different config for the same folder is refused.
+as its default there); re-running with the same config reuses what is there: a split whose manifest lists every
+planned utterance and whose wav files all exist is skipped, and otherwise only the missing wav files are synthesised
+(each wav and each manifest is written to a temporary file and renamed, so an interrupted run leaves no half-written
+file). A different config for the same folder is refused.
 
 Parallelism: `workers` processes (default `os.cpu_count()`), forked where the platform can (as torch's DataLoader
 does; each worker runs torch on one thread), spawned elsewhere (then call `make_speech_corpus` from under
