@@ -294,9 +294,10 @@ def _check_record(out_dir: Path, config: SpeechSynthConfig) -> None:
             raise ToolkitError(f"{record}: not valid JSON; delete the folder and make the corpus again") from None
         if isinstance(old, dict) and isinstance(old.get("config"), dict):  # keys added since took their defaults
             old["config"] = _with_defaults(old["config"], _record(SpeechSynthConfig())["config"])
+        else:
+            old = {"config": {}}  # not a record this toolkit writes: refused below
         if old != current:
-            old_cfg = old.get("config") if isinstance(old, dict) and isinstance(old.get("config"), dict) else {}
-            new_cfg = current["config"]
+            old_cfg, new_cfg = old["config"], current["config"]
             key = next((k for k in new_cfg if old_cfg.get(k) != new_cfg[k]), "format")
             raise ToolkitError(f"{record}: this folder was made with another config ({key}: {old_cfg.get(key)!r}, "
                                f"now {new_cfg.get(key)!r}); use another folder or delete this one")
