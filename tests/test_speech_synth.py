@@ -22,8 +22,11 @@ from toolkit.errors import ConfigError, ToolkitError
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 HAVE_FLITE = shutil.which("flite") is not None
+HAVE_MBROLA = HAVE_ESPEAK and shutil.which("mbrola") is not None and voices._mbrola_installed("us1")
 HAVE_TEXT = text_corpus.FORTUNE_DIR.is_dir() and (text_corpus.WORDNET_DIR / "data.noun").is_file()
 needs_flite = pytest.mark.skipif(not HAVE_FLITE, reason="flite not installed (apt-get install flite)")
+needs_mbrola = pytest.mark.skipif(not HAVE_MBROLA, reason="MBROLA's us1 voice not installed (Debian non-free: "
+                                                          "apt-get install mbrola mbrola-us1)")
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng not installed (apt-get install espeak-ng)")
 needs_text = pytest.mark.skipif(not HAVE_TEXT, reason="text packages missing (apt-get install fortunes-min "
                                                       "fortunes wordnet-base)")
@@ -195,8 +198,11 @@ def test_augmentation_is_seeded():
 
 
 def test_voice_ids_round_trip():
-    for v in (Voice("espeak", "en-gb-scotland", "f2"), Voice("flite", "flite-slt")):
+    for v in (Voice("espeak", "en-gb-scotland", "f2"), Voice("flite", "flite-slt"), Voice("mbrola", "mbrola-us2")):
         assert Voice.parse(v.id) == v
+    assert Voice.single("mbrola", "en1").id == "mbrola:en1" and Voice.parse("flite:awb").name == "awb"
+    assert Speaker(Voice.single("mbrola", "us1"), 0.85, 15).command("hi")[:7] == ["espeak-ng", "-v", "mb-us1", "-s",
+                                                                                 "149", "-p", "65"]
     assert Speaker(Voice("espeak", "en-us", "m3"), 1.15, -15).id == "espeak:en-us+m3:r1.15:p-15"
     with pytest.raises(ToolkitError, match="voice 'en-us'"):
         Voice.parse("en-us")
@@ -261,6 +267,27 @@ def test_voice_shift_changes_train_only():
         assert shifted[split] == base[split]
 
 
+@needs_text
+def test_mbrola_voices_take_their_share_of_the_seen_splits_only():
+    """MBROLA voices join the training voices with `mbrola_share` of the utterances; the held-out split, which has
+    none, is the same utterances as without them, and a config without them draws nothing for them."""
+    from collections import Counter
+
+    base = replace(tiny_config(), train=3000)
+    with_mbrola = plan_corpus(replace(base, mbrola_voices=voices.MBROLA_VOICES, mbrola_share=0.3))
+    engines = Counter(u.speaker.voice.engine for u in with_mbrola["train"])
+    assert abs(engines["mbrola"] / 3000 - 0.3) < 0.04
+    assert abs(engines["flite"] / 3000 - (0.15 if HAVE_FLITE else 0)) < 0.03
+    assert {u.speaker.voice.id for u in with_mbrola["train"] if u.speaker.voice.engine == "mbrola"} == {
+        f"mbrola:{n}" for n in voices.MBROLA_VOICES}
+    assert with_mbrola["test_heldout"] == plan_corpus(base)["test_heldout"]
+    assert plan_corpus(replace(base, mbrola_share=0.5)) == plan_corpus(base)
+    held = plan_corpus(replace(base, mbrola_voices=("us1", "en1"), held_out_accents=base.held_out_accents
+                               + ("mbrola-en1",)))
+    assert "mbrola:en1" not in {u.speaker.voice.id for s in ("train", "valid", "test_seen") for u in held[s]}
+    assert {u.speaker.voice.id for u in held["train"]} >= {"mbrola:us1"}
+
+
 def test_bad_augmentation_settings_are_config_errors():
     with pytest.raises(ConfigError, match=r"AugmentConfig.noise_prob: a probability in \[0, 1\], got 1.5"):
         augment.AugmentConfig(noise_prob=1.5)
@@ -275,6 +302,10 @@ def test_bad_held_out_lists_are_config_errors():
         SpeechSynthConfig(held_out_variants=("m9",))
     with pytest.raises(ConfigError, match="no voice is left for training"):
         SpeechSynthConfig(held_out_accents=voices.ESPEAK_ACCENTS + tuple(f"flite-{v}" for v in voices.FLITE_VOICES))
+    with pytest.raises(ConfigError, match="held_out_accents: 'mbrola-us1' is not in accents"):
+        SpeechSynthConfig(held_out_accents=("en-us-nyc", "mbrola-us1"))
+    with pytest.raises(ConfigError, match=r"flite_share \+ mbrola_share: must be <= 1, got 1.05"):
+        SpeechSynthConfig(mbrola_voices=("us1",), mbrola_share=0.9)
 
 
 @pytest.mark.parametrize("engine, binary", [("espeak", "espeak-ng"), ("flite", "flite")])
@@ -285,6 +316,21 @@ def test_missing_synthesiser_is_a_one_line_error(monkeypatch, tmp_path, engine, 
         with pytest.raises(ToolkitError) as e:
             call()
         assert str(e.value) == f"{binary} not found: install it with `apt-get install {binary}`"
+
+
+def test_missing_mbrola_is_a_one_line_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolkitError) as e:
+        voices.check_voices([Voice.single("mbrola", "us1")])
+    assert str(e.value) == "mbrola not found: install it with `apt-get install mbrola` (Debian non-free)"
+
+
+@needs_mbrola
+def test_missing_mbrola_voice_is_a_one_line_error():
+    with pytest.raises(ToolkitError) as e:
+        voices.check_voices([Voice.single("mbrola", "us1"), Voice.single("mbrola", "xx9-en")])
+    assert str(e.value) == ("voice mbrola:xx9-en: the MBROLA voice 'xx9-en' is not installed (Debian non-free: "
+                            "`apt-get install mbrola-xx9`)")
 
 
 @needs_text
@@ -411,6 +457,23 @@ def test_synth_command_shifts_voices_when_asked(tmp_path):
     assert record["config"]["augment"]["voice_prob"] == 1.0
 
 
+@needs_mbrola
+@needs_text
+def test_synth_command_adds_mbrola_voices(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "toolkit", "synth", "speech", "--out", str(tmp_path), "--train", "12",
+                        "--valid", "1", "--test-seen", "1", "--test-heldout", "1", "--workers", "2",
+                        "--mbrola", "us1", "en1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "speech_corpus.json").read_text(encoding="utf-8"))
+    assert record["config"]["mbrola_voices"] == ["us1", "en1"]
+    rows = [row for row in _rows(tmp_path / "train.jsonl") if row["voice"].startswith("mbrola:")]
+    assert rows and all(row["accent"] == "mbrola-" + row["voice"].split(":")[1] for row in rows)
+    assert all(sf.info(str(tmp_path / row["audio"])).duration > 0.5 for row in rows)
+
+
 @needs_espeak
 def test_espeak_is_deterministic_and_trimmed():
     speaker = Speaker(Voice("espeak", "en-gb-scotland", "f2"), 1.15, 15)
@@ -421,6 +484,25 @@ def test_espeak_is_deterministic_and_trimmed():
         assert 0.08 * 16000 <= silence <= 0.13 * 16000
     slow = voices.synthesize(Speaker(speaker.voice, 0.85, 15), "the oceans are teeming with life.", 0.1)
     assert len(slow) > 1.2 * len(x)
+
+
+@needs_mbrola
+def test_mbrola_voice_speaks_deterministically_at_its_rate_and_pitch():
+    text = "a friend is a present you give yourself"
+    x = voices.synthesize(Speaker(Voice.single("mbrola", "us1")), text)
+    assert 1.0 < len(x) / 16000 < 5.0 and np.abs(x).max() > 0.1
+    np.testing.assert_array_equal(x, voices.synthesize(Speaker(Voice.single("mbrola", "us1")), text))
+    slow = voices.synthesize(Speaker(Voice.single("mbrola", "us1"), 0.85), text)
+    assert len(slow) > 1.1 * len(x)
+
+    def f0(samples):  # the autocorrelation peak between 60 and 400 Hz, over the voiced middle
+        mid = samples[len(samples) // 4: 3 * len(samples) // 4].astype(np.float64)
+        ac = np.correlate(mid[:8000], mid[:8000], "full")[7999:]
+        lag = 40 + int(np.argmax(ac[40:267]))
+        return 16000 / lag
+
+    high = voices.synthesize(Speaker(Voice.single("mbrola", "us1"), 1.0, 25), text)
+    assert f0(high) > 1.1 * f0(x)
 
 
 @needs_flite

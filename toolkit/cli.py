@@ -199,6 +199,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
         if args.voice_shift is not None:
             sizes["augment"] = AugmentConfig(voice_prob=args.voice_shift)
+        if args.mbrola:
+            sizes["mbrola_voices"] = tuple(args.mbrola)
         paths = make_speech_corpus(args.out, SpeechSynthConfig(seed=args.seed, **sizes))
         paths = {**paths, "lm_text": Path(args.out) / LM_TEXT}  # text for an external language model
     for split, path in paths.items():
@@ -440,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_subtitle)
 
     p = sub.add_parser("synth", help="make a synthetic corpus: shapes (images + captions, COCO JSON), speech "
-                                     "(espeak-ng / flite voices, JSONL manifests) or longform (one long recording "
+                                     "(espeak-ng / flite / MBROLA voices, JSONL manifests) or longform (one long recording "
                                      "with a known timeline, from a speech manifest)")
     p.add_argument("kind", choices=sorted(SYNTH_OPTIONS))
     p.add_argument("--out", required=True)
@@ -457,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voice-shift", type=_weight, metavar="P",
                    help="speech: share of training utterances whose pitch and formants are shifted together "
                         "(x 0.85-1.15: the voice of a larger or smaller speaker; default 0)")
+    p.add_argument("--mbrola", nargs="+", metavar="NAME",
+                   help="speech: MBROLA voices to add, spoken by real speakers' diphones (e.g. us1 us2 us3 en1; "
+                        "Debian non-free: apt-get install mbrola mbrola-NAME); 20%% of the utterances")
     p.add_argument("--manifest", help="longform: the utterances (JSONL manifest, Kaldi dir or LibriSpeech folder)")
     p.add_argument("--minutes", type=float, help="longform: cycle the utterances until this long (default: each once)")
     p.add_argument("--video", action="store_true", help="longform: also write a test-pattern video (longform.mp4)")

@@ -8,15 +8,17 @@ as `normalize_transcript` gives them (lowercase a-z, apostrophe, space; numbers 
 synthesiser speaks exactly those words (with the sentence's pauses kept, `spoken_form`).
 
 Voices (`voices`): espeak-ng English accents x voice variants, plus flite voices (`flite_share` of the
-utterances), each at a rate from `rates` and a pitch offset from `pitches`; a speaker id names all four
-("espeak:en-gb-scotland+f2:r1.15:p-15").
+utterances) and, when `mbrola_voices` names some (off by default: MBROLA is in Debian's non-free section), MBROLA
+voices (`mbrola_share`), each at a rate from `rates` and a pitch offset from `pitches`; a speaker id names all four
+("espeak:en-gb-scotland+f2:r1.15:p-15"). The flite and MBROLA voices are diphone databases recorded by real
+speakers, so they add speakers that espeak-ng's formant synthesis cannot imitate.
 
 Splits (`out_dir/<split>.jsonl`, audio in `out_dir/wav/<split>/<id>.wav`, 16 kHz mono PCM16):
     train         training voices, its own sentences (reused with other speakers only if the text runs out)
     valid         training voices, sentences that no other split has
     test_seen     training voices, sentences that no other split has
     test_heldout  held-out voices: accents in `held_out_accents` spoken with variants in `held_out_variants` (and
-                  held-out flite voices, e.g. "flite-rms"); training never hears any of those accents or variants
+                  held-out flite and MBROLA voices, e.g. "flite-rms"); training never hears any of those accents or variants
                   (voices that mix a held-out accent with a seen variant, or the reverse, are used nowhere).
                   Sentences that no other split has.
 Default held-out: accents en-gb-x-gbclan (Lancaster), en-us-nyc (New York City) and flite's rms voice; variants
@@ -39,7 +41,7 @@ external language model is trained on (as LibriSpeech ships an LM corpus beside 
 against the 9,000 spoken in train.
 
 Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
-espeak-ng / flite are deterministic, so the same config gives the same corpus byte for byte, whatever `workers`.
+espeak-ng / flite / MBROLA are deterministic, so the same config gives the same corpus byte for byte, whatever `workers`.
 The config is recorded in `out_dir/speech_corpus.json` (a setting added to the toolkit after a corpus was made counts
 as its default there); re-running with the same config reuses what is there: a split whose manifest lists every
 planned utterance and whose wav files all exist is skipped, and otherwise only the missing wav files are synthesised
@@ -97,9 +99,11 @@ class SpeechSynthConfig:
     accents: tuple[str, ...] = ESPEAK_ACCENTS
     variants: tuple[str, ...] = ESPEAK_VARIANTS
     flite_voices: tuple[str, ...] = FLITE_VOICES  # () for espeak-ng only
+    mbrola_voices: tuple[str, ...] = ()  # e.g. MBROLA_VOICES; needs Debian's non-free mbrola-<name> packages
     held_out_accents: tuple[str, ...] = ("en-gb-x-gbclan", "en-us-nyc", "flite-rms")
     held_out_variants: tuple[str, ...] = ("m4", "f3", "klatt2")
     flite_share: float = 0.15  # fraction of a split's utterances spoken by flite (when the split has flite voices)
+    mbrola_share: float = 0.2  # the same for MBROLA; espeak-ng speaks the rest
     rates: tuple[float, ...] = (0.85, 1.0, 1.15)
     pitches: tuple[int, ...] = (-15, 0, 15)
     keep_silence: float = 0.15  # seconds of silence at each end (longer cut, shorter zero-padded)
@@ -117,10 +121,11 @@ class SpeechSynthConfig:
             bad = [v for v in getattr(self, name) if v not in known]
             if bad:
                 raise ConfigError(f"{where}.{name}: unknown {bad[0]!r} (choose from {', '.join(known)})")
-        flite_accents = [f"flite-{v}" for v in self.flite_voices]
-        bad = [a for a in self.held_out_accents if a not in self.accents and a not in flite_accents]
+        single = [v.accent for v in _single_voices(self)]
+        bad = [a for a in self.held_out_accents if a not in self.accents and a not in single]
         if bad:
-            raise ConfigError(f"{where}.held_out_accents: {bad[0]!r} is not in accents or flite-<flite_voices>")
+            raise ConfigError(f"{where}.held_out_accents: {bad[0]!r} is not in accents, flite-<flite_voices> or "
+                              "mbrola-<mbrola_voices>")
         bad = [v for v in self.held_out_variants if v not in self.variants]
         if bad:
             raise ConfigError(f"{where}.held_out_variants: {bad[0]!r} is not in variants")
@@ -128,8 +133,12 @@ class SpeechSynthConfig:
             raise ConfigError(f"{where}.min_words/max_words: need 1 <= min_words <= max_words")
         if not self.rates or any(r <= 0 for r in self.rates) or not self.pitches:
             raise ConfigError(f"{where}.rates/pitches: need at least one of each, rates > 0")
-        if not 0.0 <= self.flite_share <= 1.0:
-            raise ConfigError(f"{where}.flite_share: must be in [0, 1], got {self.flite_share}")
+        for name in ("flite_share", "mbrola_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{where}.{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.flite_share + self.mbrola_share > 1.0:
+            raise ConfigError(f"{where}.flite_share + mbrola_share: must be <= 1, got "
+                              f"{self.flite_share + self.mbrola_share}")
         train_voices, heldout_voices = split_voices(self)
         if not train_voices:
             raise ConfigError(f"{where}.held_out_accents/held_out_variants: no voice is left for training")
@@ -152,23 +161,40 @@ class Utterance:
 
 def split_voices(config: SpeechSynthConfig) -> tuple[list[Voice], list[Voice]]:
     """(training voices, held-out voices): training voices have neither a held-out accent nor a held-out variant;
-    held-out voices have both (a held-out flite voice counts as both)."""
+    held-out voices have both (a held-out flite or MBROLA voice counts as both)."""
     accents, variants = set(config.held_out_accents), set(config.held_out_variants)
     espeak = [Voice("espeak", a, v) for a in config.accents for v in config.variants]
-    flite = [Voice("flite", f"flite-{name}") for name in config.flite_voices]
+    single = _single_voices(config)
     train = [v for v in espeak if v.accent not in accents and v.variant not in variants]
-    train += [v for v in flite if v.accent not in accents]
+    train += [v for v in single if v.accent not in accents]
     heldout = [v for v in espeak if v.accent in accents and v.variant in variants]
-    heldout += [v for v in flite if v.accent in accents]
+    heldout += [v for v in single if v.accent in accents]
     return train, heldout
 
 
-def _pick_voice(rng: random.Random, voices: list[Voice], flite_share: float) -> Voice:
-    espeak = [v for v in voices if v.engine == "espeak"]
-    flite = [v for v in voices if v.engine == "flite"]
-    if flite and (not espeak or rng.random() < flite_share):
-        return rng.choice(flite)
-    return rng.choice(espeak)
+def _single_voices(config: SpeechSynthConfig) -> list[Voice]:
+    """The flite and MBROLA voices of `config`: each is its own accent."""
+    return ([Voice.single("flite", name) for name in config.flite_voices]
+            + [Voice.single("mbrola", name) for name in config.mbrola_voices])
+
+
+def _pick_voice(rng: random.Random, voices: list[Voice], config: SpeechSynthConfig) -> Voice:
+    """A voice of `voices`: the engine first, flite and MBROLA with their shares and espeak-ng with the rest
+    (renormalised over the engines that `voices` has; no draw when it has one), then a voice of that engine."""
+    by_engine: dict[str, list[Voice]] = {}
+    for v in voices:
+        by_engine.setdefault(v.engine, []).append(v)
+    engines = [e for e in ("flite", "mbrola", "espeak") if e in by_engine]
+    shares = {"flite": config.flite_share, "mbrola": config.mbrola_share}
+    shares["espeak"] = 1.0 - sum(shares[e] for e in engines if e != "espeak")
+    engine = engines[0]
+    if len(engines) > 1:
+        u = rng.random() * sum(shares[e] for e in engines)
+        for engine in engines:
+            if u < shares[engine]:
+                break
+            u -= shares[engine]
+    return rng.choice(by_engine[engine])
 
 
 def plan_corpus(config: SpeechSynthConfig) -> dict[str, list[Utterance]]:
@@ -192,7 +218,7 @@ def plan_corpus(config: SpeechSynthConfig) -> dict[str, list[Utterance]]:
         voices = heldout_voices if split == "test_heldout" else train_voices
         utts = []
         for i, sentence in enumerate(pools[split]):
-            speaker = Speaker(_pick_voice(rng, voices, config.flite_share), rng.choice(config.rates),
+            speaker = Speaker(_pick_voice(rng, voices, config), rng.choice(config.rates),
                               rng.choice(config.pitches))
             aug = sample_augmentation(rng, config.augment) if split in config.augment_splits else {}
             utts.append(Utterance(f"{split}_{i:06d}", split, normalize_transcript(sentence), spoken_form(sentence),

@@ -1,15 +1,21 @@
-"""Synthetic voices: espeak-ng English accents x voice variants, and flite's voices, at several rates and pitches.
+"""Synthetic voices: espeak-ng English accents x voice variants, flite's voices and MBROLA's English voices, at
+several rates and pitches.
 
-A voice is a string id: "espeak:<accent>+<variant>" (e.g. "espeak:en-gb-scotland+f2") or "flite:<name>"
-(e.g. "flite:slt"). Its accent is the espeak-ng language ("en-gb-scotland") or, for flite, "flite-<name>" (each
-flite voice is its own accent and has no variant). A speaker is a voice at a speaking rate and a pitch offset:
-"espeak:en-us+m3:r1.15:p-15". Rate is a factor on the synthesiser's default (espeak-ng `-s 175*rate` words per
-minute, flite `duration_stretch=1/rate`); pitch is an offset on espeak-ng's 0-99 pitch scale (`-p 50+pitch`) and,
-for flite, a percentage on the voice's mean F0 (`int_f0_target_mean`; `rms` ignores it).
+A voice is a string id: "espeak:<accent>+<variant>" (e.g. "espeak:en-gb-scotland+f2"), "flite:<name>" (e.g.
+"flite:slt") or "mbrola:<name>" (e.g. "mbrola:us2": an MBROLA diphone database, recorded by a real speaker, that
+espeak-ng drives as its voice "mb-us2"). Its accent is the espeak-ng language ("en-gb-scotland") or, for flite and
+MBROLA, "<engine>-<name>" (each such voice is its own accent and has no variant). A speaker is a voice at a
+speaking rate and a pitch offset: "espeak:en-us+m3:r1.15:p-15". Rate is a factor on the synthesiser's default
+(espeak-ng `-s 175*rate` words per minute, MBROLA voices included; flite `duration_stretch=1/rate`); pitch is an
+offset on espeak-ng's 0-99 pitch scale (`-p 50+pitch`) and, for flite, a percentage on the voice's mean F0
+(`int_f0_target_mean`; `rms` ignores it).
 
 `synthesize` runs the synthesiser in a subprocess writing a WAV file to a pipe, reads it with soundfile, resamples to
-16 kHz mono and sets the leading/trailing silence to `keep_silence` seconds. espeak-ng and flite are deterministic:
-the same text and speaker give the same samples.
+16 kHz mono and sets the leading/trailing silence to `keep_silence` seconds. espeak-ng, flite and MBROLA are
+deterministic: the same text and speaker give the same samples.
+
+MBROLA and its voices are in Debian's non-free section: `apt-get install mbrola mbrola-us1 mbrola-us2 mbrola-us3
+mbrola-en1` (with `non-free` among the apt sources' components).
 """
 
 from __future__ import annotations
@@ -34,20 +40,32 @@ ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "
                    "Annie", "edward")
 FLITE_VOICES = ("slt", "rms", "awb", "kal16")
 FLITE_F0 = {"slt": 170.0, "rms": 105.0, "awb": 125.0, "kal16": 100.0, "kal": 100.0}  # mean F0 (Hz) per voice
-BINARIES = {"espeak": "espeak-ng", "flite": "flite"}  # engine -> command (Debian package of the same name)
+MBROLA_VOICES = ("us1", "us2", "us3", "en1")  # American female, two American males, a British male
+BINARIES = {"espeak": "espeak-ng", "flite": "flite", "mbrola": "mbrola"}  # engine -> command (Debian package)
+ONE_VOICE_ENGINES = ("flite", "mbrola")  # engines whose every voice is its own accent, "<engine>-<name>"
 
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak" or "flite"
-    accent: str  # espeak-ng language, or "flite-<name>"
-    variant: str = ""  # espeak-ng variant; "" for flite
+    engine: str  # "espeak", "flite" or "mbrola"
+    accent: str  # espeak-ng language, or "<engine>-<name>"
+    variant: str = ""  # espeak-ng variant; "" for flite and MBROLA
+
+    @staticmethod
+    def single(engine: str, name: str) -> Voice:
+        """The flite or MBROLA voice `name`."""
+        return Voice(engine, f"{engine}-{name}")
+
+    @property
+    def name(self) -> str:
+        """The synthesiser's name for the voice: "en-us+m3", "slt", "us2"."""
+        if self.engine == "espeak":
+            return f"{self.accent}+{self.variant}"
+        return self.accent.removeprefix(f"{self.engine}-")
 
     @property
     def id(self) -> str:
-        if self.engine == "espeak":
-            return f"espeak:{self.accent}+{self.variant}"
-        return f"flite:{self.accent.removeprefix('flite-')}"
+        return f"{self.engine}:{self.name}"
 
     @staticmethod
     def parse(voice_id: str) -> Voice:
@@ -56,9 +74,10 @@ class Voice:
         if engine == "espeak" and "+" in rest:
             accent, _, variant = rest.partition("+")
             return Voice("espeak", accent, variant)
-        if engine == "flite" and rest:
-            return Voice("flite", f"flite-{rest}")
-        raise ToolkitError(f"voice {voice_id!r}: expected 'espeak:<accent>+<variant>' or 'flite:<name>'")
+        if engine in ONE_VOICE_ENGINES and rest:
+            return Voice.single(engine, rest)
+        raise ToolkitError(f"voice {voice_id!r}: expected 'espeak:<accent>+<variant>', 'flite:<name>' or "
+                           "'mbrola:<name>'")
 
 
 @dataclass(frozen=True)
@@ -74,13 +93,13 @@ class Speaker:
     def command(self, text: str) -> list[str]:
         """The synthesiser's command line writing `text` spoken by this speaker as a WAV file to stdout."""
         v = self.voice
-        if v.engine == "espeak":
-            return ["espeak-ng", "-v", f"{v.accent}+{v.variant}", "-s", str(round(175 * self.rate)),
-                    "-p", str(50 + self.pitch), "--stdout", text]
-        name = v.accent.removeprefix("flite-")
-        f0 = FLITE_F0.get(name, 120.0) * (1 + self.pitch / 100)
-        return ["flite", "-voice", name, "--setf", f"duration_stretch={1 / self.rate:.4f}",
-                "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", "/dev/stdout"]
+        if v.engine == "flite":
+            f0 = FLITE_F0.get(v.name, 120.0) * (1 + self.pitch / 100)
+            return ["flite", "-voice", v.name, "--setf", f"duration_stretch={1 / self.rate:.4f}",
+                    "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", "/dev/stdout"]
+        espeak_voice = f"mb-{v.name}" if v.engine == "mbrola" else v.name
+        return ["espeak-ng", "-v", espeak_voice, "-s", str(round(175 * self.rate)), "-p", str(50 + self.pitch),
+                "--stdout", text]
 
 
 def require_binary(engine: str) -> str:
@@ -88,7 +107,8 @@ def require_binary(engine: str) -> str:
     name = BINARIES[engine]
     path = shutil.which(name)
     if path is None:
-        raise ToolkitError(f"{name} not found: install it with `apt-get install {name}`")
+        where = " (Debian non-free)" if engine == "mbrola" else ""
+        raise ToolkitError(f"{name} not found: install it with `apt-get install {name}`{where}")
     return path
 
 
@@ -104,20 +124,33 @@ def _available(engine: str, what: str) -> frozenset[str]:
     return frozenset(r[1] for r in rows if len(r) > 4 and not r[4].startswith(("mb/", "!v/")))  # no mbrola
 
 
+@lru_cache(maxsize=None)
+def _mbrola_installed(name: str) -> bool:
+    """Whether espeak-ng speaks with the MBROLA voice `name`: espeak-ng lists every MBROLA voice, and whether its
+    database is installed shows only on use."""
+    probe = subprocess.run(["espeak-ng", "-v", f"mb-{name}", "--stdout", "a"], capture_output=True)
+    return probe.returncode == 0 and len(probe.stdout) > 0
+
+
 def check_voices(voices: list[Voice]) -> None:
     """Refuse, in one line, a voice whose synthesiser is missing or that the synthesiser does not have
     (espeak-ng and flite silently fall back to a default voice for an unknown name)."""
     for v in voices:
         require_binary(v.engine)
-        if v.engine == "espeak":
+        if v.engine == "mbrola":
+            require_binary("espeak")
+            if not _mbrola_installed(v.name):
+                raise ToolkitError(f"voice {v.id}: the MBROLA voice {v.name!r} is not installed (Debian non-free: "
+                                   f"`apt-get install mbrola-{v.name.split('-')[0]}`)")
+        elif v.engine == "espeak":
             if v.accent not in _available("espeak", "en"):
                 raise ToolkitError(f"voice {v.id}: espeak-ng has no English accent {v.accent!r} "
                                    f"(it has: {' '.join(sorted(_available('espeak', 'en')))})")
             if v.variant not in _available("espeak", "variant"):
                 raise ToolkitError(f"voice {v.id}: espeak-ng has no variant {v.variant!r} "
                                    "(see `espeak-ng --voices=variant`)")
-        elif v.accent.removeprefix("flite-") not in _available("flite", ""):
-            raise ToolkitError(f"voice {v.id}: flite has no voice {v.accent.removeprefix('flite-')!r} "
+        elif v.name not in _available("flite", ""):
+            raise ToolkitError(f"voice {v.id}: flite has no voice {v.name!r} "
                                f"(it has: {' '.join(sorted(_available('flite', '')))})")
 
 
@@ -150,11 +183,12 @@ def trim_silence(x: np.ndarray, keep: float = 0.15, threshold_db: float = -45.0,
 
 def synthesize(speaker: Speaker, text: str, keep_silence: float = 0.15) -> np.ndarray:
     """`text` spoken by `speaker`: float32 mono samples at 16 kHz, `keep_silence` seconds of silence at each end."""
-    name = BINARIES[speaker.voice.engine]
+    command = speaker.command(text)
+    name = command[0]
     try:
-        proc = subprocess.run(speaker.command(text), capture_output=True, timeout=120)
+        proc = subprocess.run(command, capture_output=True, timeout=120)
     except FileNotFoundError:
-        require_binary(speaker.voice.engine)
+        require_binary("flite" if name == "flite" else "espeak")
         raise
     except subprocess.TimeoutExpired:
         raise ToolkitError(f"{name} took over 120 s for speaker {speaker.id} on {text[:60]!r}") from None
