@@ -322,7 +322,7 @@ def test_missing_mbrola_is_a_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ToolkitError) as e:
         voices.check_voices([Voice.single("mbrola", "us1")])
-    assert str(e.value) == "mbrola not found: install it with `apt-get install mbrola` (Debian non-free)"
+    assert str(e.value) == "mbrola not found: install it with `apt-get install mbrola` (Debian contrib)"
 
 
 @needs_mbrola

@@ -442,8 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_subtitle)
 
     p = sub.add_parser("synth", help="make a synthetic corpus: shapes (images + captions, COCO JSON), speech "
-                                     "(espeak-ng / flite / MBROLA voices, JSONL manifests) or longform (one long recording "
-                                     "with a known timeline, from a speech manifest)")
+                                     "(espeak-ng / flite / MBROLA voices, JSONL manifests) or longform (one long "
+                                     "recording with a known timeline, from a speech manifest)")
     p.add_argument("kind", choices=sorted(SYNTH_OPTIONS))
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(x 0.85-1.15: the voice of a larger or smaller speaker; default 0)")
     p.add_argument("--mbrola", nargs="+", metavar="NAME",
                    help="speech: MBROLA voices to add, spoken by real speakers' diphones (e.g. us1 us2 us3 en1; "
-                        "Debian non-free: apt-get install mbrola mbrola-NAME); 20%% of the utterances")
+                        "Debian contrib / non-free: apt-get install mbrola mbrola-NAME); 20%% of the utterances")
     p.add_argument("--manifest", help="longform: the utterances (JSONL manifest, Kaldi dir or LibriSpeech folder)")
     p.add_argument("--minutes", type=float, help="longform: cycle the utterances until this long (default: each once)")
     p.add_argument("--video", action="store_true", help="longform: also write a test-pattern video (longform.mp4)")

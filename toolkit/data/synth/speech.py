@@ -8,18 +8,19 @@ as `normalize_transcript` gives them (lowercase a-z, apostrophe, space; numbers 
 synthesiser speaks exactly those words (with the sentence's pauses kept, `spoken_form`).
 
 Voices (`voices`): espeak-ng English accents x voice variants, plus flite voices (`flite_share` of the
-utterances) and, when `mbrola_voices` names some (off by default: MBROLA is in Debian's non-free section), MBROLA
-voices (`mbrola_share`), each at a rate from `rates` and a pitch offset from `pitches`; a speaker id names all four
-("espeak:en-gb-scotland+f2:r1.15:p-15"). The flite and MBROLA voices are diphone databases recorded by real
-speakers, so they add speakers that espeak-ng's formant synthesis cannot imitate.
+utterances) and, when `mbrola_voices` names some (off by default: MBROLA's voices are in Debian's non-free
+section), MBROLA voices (`mbrola_share`), each at a rate from `rates` and a pitch offset from `pitches`; a speaker id
+names all four ("espeak:en-gb-scotland+f2:r1.15:p-15"). The flite and MBROLA voices are built from recordings of
+real speakers (MBROLA's are diphone databases), so they add speakers that espeak-ng's formant synthesis cannot
+imitate.
 
 Splits (`out_dir/<split>.jsonl`, audio in `out_dir/wav/<split>/<id>.wav`, 16 kHz mono PCM16):
     train         training voices, its own sentences (reused with other speakers only if the text runs out)
     valid         training voices, sentences that no other split has
     test_seen     training voices, sentences that no other split has
     test_heldout  held-out voices: accents in `held_out_accents` spoken with variants in `held_out_variants` (and
-                  held-out flite and MBROLA voices, e.g. "flite-rms"); training never hears any of those accents or variants
-                  (voices that mix a held-out accent with a seen variant, or the reverse, are used nowhere).
+                  held-out flite and MBROLA voices, e.g. "flite-rms"); training never hears any of those accents or
+                  variants (voices that mix a held-out accent with a seen variant, or the reverse, are used nowhere).
                   Sentences that no other split has.
 Default held-out: accents en-gb-x-gbclan (Lancaster), en-us-nyc (New York City) and flite's rms voice; variants
 m4, f3, klatt2. Training: en-gb, en-us, en-gb-x-rp, en-gb-scotland, en-gb-x-gbcwmd, en-029 x m1 m2 m3 m5 m6 m7 f1 f2
@@ -41,12 +42,12 @@ external language model is trained on (as LibriSpeech ships an LM corpus beside 
 against the 9,000 spoken in train.
 
 Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
-espeak-ng / flite / MBROLA are deterministic, so the same config gives the same corpus byte for byte, whatever `workers`.
-The config is recorded in `out_dir/speech_corpus.json` (a setting added to the toolkit after a corpus was made counts
-as its default there); re-running with the same config reuses what is there: a split whose manifest lists every
-planned utterance and whose wav files all exist is skipped, and otherwise only the missing wav files are synthesised
-(each wav and each manifest is written to a temporary file and renamed, so an interrupted run leaves no half-written
-file). A different config for the same folder is refused.
+espeak-ng / flite / MBROLA are deterministic, so the same config gives the same corpus byte for byte, whatever
+`workers`. The config is recorded in `out_dir/speech_corpus.json` (a setting added to the toolkit after a corpus
+was made counts as its default there); re-running with the same config reuses what is there: a split whose manifest
+lists every planned utterance and whose wav files all exist is skipped, and otherwise only the missing wav files are
+synthesised (each wav and each manifest is written to a temporary file and renamed, so an interrupted run leaves no
+half-written file). A different config for the same folder is refused.
 
 Parallelism: `workers` processes (default `os.cpu_count()`), forked where the platform can (as torch's DataLoader
 does; each worker runs torch on one thread), spawned elsewhere (then call `make_speech_corpus` from under

@@ -14,8 +14,8 @@ offset on espeak-ng's 0-99 pitch scale (`-p 50+pitch`) and, for flite, a percent
 16 kHz mono and sets the leading/trailing silence to `keep_silence` seconds. espeak-ng, flite and MBROLA are
 deterministic: the same text and speaker give the same samples.
 
-MBROLA and its voices are in Debian's non-free section: `apt-get install mbrola mbrola-us1 mbrola-us2 mbrola-us3
-mbrola-en1` (with `non-free` among the apt sources' components).
+MBROLA is in Debian's contrib section and its voices in non-free: `apt-get install mbrola mbrola-us1 mbrola-us2
+mbrola-us3 mbrola-en1`, with `contrib non-free` among the apt sources' components.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def require_binary(engine: str) -> str:
     name = BINARIES[engine]
     path = shutil.which(name)
     if path is None:
-        where = " (Debian non-free)" if engine == "mbrola" else ""
+        where = " (Debian contrib)" if engine == "mbrola" else ""
         raise ToolkitError(f"{name} not found: install it with `apt-get install {name}`{where}")
     return path
 
