@@ -25,8 +25,8 @@ HAVE_FLITE = shutil.which("flite") is not None
 HAVE_MBROLA = HAVE_ESPEAK and shutil.which("mbrola") is not None and voices._mbrola_installed("us1")
 HAVE_TEXT = text_corpus.FORTUNE_DIR.is_dir() and (text_corpus.WORDNET_DIR / "data.noun").is_file()
 needs_flite = pytest.mark.skipif(not HAVE_FLITE, reason="flite not installed (apt-get install flite)")
-needs_mbrola = pytest.mark.skipif(not HAVE_MBROLA, reason="MBROLA's us1 voice not installed (Debian non-free: "
-                                                          "apt-get install mbrola mbrola-us1)")
+needs_mbrola = pytest.mark.skipif(not HAVE_MBROLA, reason="MBROLA's us1 voice not installed (Debian contrib and "
+                                                          "non-free: apt-get install mbrola mbrola-us1)")
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng not installed (apt-get install espeak-ng)")
 needs_text = pytest.mark.skipif(not HAVE_TEXT, reason="text packages missing (apt-get install fortunes-min "
                                                       "fortunes wordnet-base)")
