@@ -179,15 +179,22 @@ def _single_voices(config: SpeechSynthConfig) -> list[Voice]:
             + [Voice.single("mbrola", name) for name in config.mbrola_voices])
 
 
-def _pick_voice(rng: random.Random, voices: list[Voice], config: SpeechSynthConfig) -> Voice:
-    """A voice of `voices`: the engine first, flite and MBROLA with their shares and espeak-ng with the rest
-    (renormalised over the engines that `voices` has; no draw when it has one), then a voice of that engine."""
+def _engine_draw(voices: list[Voice], config: SpeechSynthConfig) -> tuple[dict[str, list[Voice]], dict[str, float]]:
+    """`voices` by engine, and each engine's share: flite's and MBROLA's from `config`, espeak-ng the rest."""
     by_engine: dict[str, list[Voice]] = {}
-    for v in voices:
-        by_engine.setdefault(v.engine, []).append(v)
-    engines = [e for e in ("flite", "mbrola", "espeak") if e in by_engine]
+    for engine in ("flite", "mbrola", "espeak"):  # the order in which `_pick_voice` walks the shares
+        group = [v for v in voices if v.engine == engine]
+        if group:
+            by_engine[engine] = group
     shares = {"flite": config.flite_share, "mbrola": config.mbrola_share}
-    shares["espeak"] = 1.0 - sum(shares[e] for e in engines if e != "espeak")
+    shares["espeak"] = 1.0 - sum(shares[e] for e in by_engine if e != "espeak")
+    return by_engine, shares
+
+
+def _pick_voice(rng: random.Random, by_engine: dict[str, list[Voice]], shares: dict[str, float]) -> Voice:
+    """A voice: the engine first, by `shares` renormalised over the engines of `by_engine` (no draw when it has
+    one), then a voice of that engine."""
+    engines = list(by_engine)
     engine = engines[0]
     if len(engines) > 1:
         u = rng.random() * sum(shares[e] for e in engines)
@@ -216,10 +223,10 @@ def plan_corpus(config: SpeechSynthConfig) -> dict[str, list[Utterance]]:
     plan = {}
     for split in SPLITS:
         rng = random.Random(f"{config.seed}/{split}")
-        voices = heldout_voices if split == "test_heldout" else train_voices
+        by_engine, shares = _engine_draw(heldout_voices if split == "test_heldout" else train_voices, config)
         utts = []
         for i, sentence in enumerate(pools[split]):
-            speaker = Speaker(_pick_voice(rng, voices, config), rng.choice(config.rates),
+            speaker = Speaker(_pick_voice(rng, by_engine, shares), rng.choice(config.rates),
                               rng.choice(config.pitches))
             aug = sample_augmentation(rng, config.augment) if split in config.augment_splits else {}
             utts.append(Utterance(f"{split}_{i:06d}", split, normalize_transcript(sentence), spoken_form(sentence),
