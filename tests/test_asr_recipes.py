@@ -64,10 +64,24 @@ def test_synth_speech_recipe_cli_end_to_end(tmp_path):
     # fused into evaluation with the weight the speech model's bundle records (stage 4) and into transcription.
     assert info["info"]["decoding"]["lm_weight"] > 0
     lm = tmp_path / "lm"
+    (tmp_path / "words.txt").write_text("Tatees\n")  # a word the text lacks, of letters it has
     r = toolkit("train", ROOT / "recipes/synth_speech/conf/lm.yaml", "-o", lm, f"tokenizer_from={exp}/final",
                 f"data.text=[{data}/lm_text.txt]", "data.valid_size=20", "model.embed_dim=16", "model.hidden_dim=32",
-                "train.max_steps=4", "train.valid_every=2", "train.warmup_steps=1")
+                "train.max_steps=4", "train.valid_every=2", "train.warmup_steps=1",
+                f"data.lexicon=[{tmp_path}/words.txt]")
     assert r.stdout.strip().splitlines()[-1].startswith("loss=") and "ppl=" in r.stdout
+    lexicon = (lm / "final/lexicon.txt").read_text().split()
+    assert "the" in lexicon and "tatees" in lexicon  # the text's words and the word list's
+    # (What the penalty does to a search is tested in test_lexicon.py; an untrained model may end every hypothesis
+    # mid-word at its length cap, so no outcome is asserted here.)
+    r = toolkit("transcribe", *wavs, "--model", exp / "final", "--lm", lm / "final", "--oov-penalty", 2, "--json")
+    assert [row["audio"] for row in json.loads(r.stdout)] == [str(w) for w in wavs]
+    r = toolkit("evaluate", "--model", exp / "final", "--data", data / "test_seen.jsonl", "--beam", 2, "--lm",
+                lm / "final", "--oov-penalty", 2)
+    assert r.stdout.strip().splitlines()[-1].startswith("wer=")
+    r = toolkit("transcribe", wavs[0], "--model", exp / "final", "--oov-penalty", 2, ok=False)
+    assert r.returncode == 2 and r.stderr.strip().endswith("--oov-penalty needs a language model with a lexicon "
+                                                           "(--lm DIR)")
     r = toolkit("evaluate", "--model", exp / "final", "--data", data / "test_heldout.jsonl", "--beam", 2,
                 "--lm", lm / "final")
     assert r.stdout.strip().splitlines()[-1].startswith("wer=")

@@ -158,8 +158,9 @@ def test_lm_task_errors_are_one_line(tmp_path):
         train_lm(big, tmp_path / "b")
 
 
-def test_recipe_lm_config_is_valid():
-    exp = load_config(LmExperiment, ROOT / "recipes/synth_speech/conf/lm.yaml")
+@pytest.mark.parametrize("name", ["lm.yaml", "lm_full.yaml"])
+def test_recipe_lm_config_is_valid(name):
+    exp = load_config(LmExperiment, ROOT / "recipes/synth_speech/conf" / name)
     assert exp.task == "lm" and exp.train.amp == "bf16" and exp.train.metric == "ppl"
 
 
@@ -338,7 +339,8 @@ def test_search_refuses_an_lm_of_another_vocabulary():
 
 
 @pytest.mark.parametrize("decoding,error", [({"lm_weight": -1}, "a number >= 0"),
-                                            ({"length_bonus": "1"}, "a finite number")])
+                                            ({"length_bonus": "1"}, "a finite number"),
+                                            ({"oov_penalty": -2}, "a number >= 0")])
 def test_bundle_fusion_defaults_are_type_checked(tmp_path, decoding, error):
     from toolkit.bundle import save_model
 

@@ -78,9 +78,11 @@ def save_model(
 def write_bundle(
     directory: str | Path, weights: dict[str, torch.Tensor], tokenizer: Tokenizer, model_config: dict[str, Any],
     info: dict[str, Any],
+    texts: dict[str, str] | None = None,
 ) -> Path:
     """Write a bundle of any model kind atomically: `weights` (a state dict), `tokenizer`, the model's config as a
-    plain dict and `info` (whose `task` says which loader rebuilds it: `load_model`, or `toolkit.lm.load_lm`)."""
+    plain dict and `info` (whose `task` says which loader rebuilds it: `load_model`, or `toolkit.lm.load_lm`);
+    `texts`: more files, name -> UTF-8 content (a language model's lexicon), checksummed like the others."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -92,6 +94,8 @@ def write_bundle(
             seen.add(v.data_ptr())
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": FORMAT})
         tokenizer.save(tmp)
+        for name, text in (texts or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         files = sorted(p.name for p in tmp.iterdir())
         meta = {
             "format": FORMAT,
@@ -189,6 +193,8 @@ def _check_info(path: Path, info: Any) -> None:
         raise fail("decoding.lm_weight", "a number >= 0", decoding["lm_weight"])
     if "length_bonus" in decoding and not number(decoding["length_bonus"]):
         raise fail("decoding.length_bonus", "a finite number", decoding["length_bonus"])
+    if "oov_penalty" in decoding and not (number(decoding["oov_penalty"]) and decoding["oov_penalty"] >= 0):
+        raise fail("decoding.oov_penalty", "a number >= 0", decoding["oov_penalty"])
     length = decoding.get("max_length")
     if "max_length" in decoding and not (isinstance(length, int) and not isinstance(length, bool) and length > 0):
         raise fail("decoding.max_length", "a positive integer", length)

@@ -100,12 +100,13 @@ def cmd_evaluate_asr(args: argparse.Namespace) -> None:
     from toolkit.tasks.asr import asr_decoding_options, evaluate_asr
 
     options = None
-    if any(v is not None for v in (args.beam, args.ctc_weight, args.lm_weight, args.length_bonus)):
+    if any(v is not None for v in (args.beam, args.ctc_weight, args.lm_weight, args.length_bonus, args.oov_penalty)):
         # what is not given is the model's saved setting (asr_decoding_options)
         info = read_bundle_config(args.model)["info"]
         options = asr_decoding_options(info, args.model, beam_size=args.beam, ctc_weight=args.ctc_weight,
                                        lm=args.lm is not None, lm_weight=args.lm_weight,
-                                       length_bonus=args.length_bonus, max_length=10_000)
+                                       length_bonus=args.length_bonus, max_length=10_000,
+                                       oov_penalty=args.oov_penalty)
     report, _ = evaluate_asr(args.model, args.data, args.splits, options, args.max_images, args.out, lm=args.lm,
                              device=args.device)
     print(format_wer_table(report))
@@ -118,8 +119,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if read_bundle_config(args.model).get("info", {}).get("task") == "asr":
         return cmd_evaluate_asr(args)
-    if args.lm is not None or args.lm_weight is not None or args.length_bonus is not None:
-        raise ToolkitError(f"{args.model}: --lm, --lm-weight and --length-bonus are for speech recognition models")
+    if any(v is not None for v in (args.lm, args.lm_weight, args.length_bonus, args.oov_penalty)):
+        raise ToolkitError(f"{args.model}: --lm, --lm-weight, --length-bonus and --oov-penalty are for speech "
+                           "recognition models")
     args.beam = args.beam or 1
     from toolkit.metrics import format_table
     from toolkit.tasks.caption import evaluate_captioner
@@ -173,11 +175,13 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
 
     if args.lm is None and args.lm_weight:
         raise ToolkitError("--lm-weight needs a language model (--lm DIR)")
+    if args.lm is None and args.oov_penalty:
+        raise ToolkitError("--oov-penalty needs a language model with a lexicon (--lm DIR)")
     transcriber = Transcriber.from_pretrained(args.model, device=args.device, lm=args.lm, lm_weight=args.lm_weight,
-                                              length_bonus=args.length_bonus)
+                                              length_bonus=args.length_bonus, oov_penalty=args.oov_penalty)
     results = transcriber.transcribe(args.audio, beam_size=args.beam, batch_size=args.batch_size,
                                      ctc_weight=args.ctc_weight, ctc_only=args.ctc_only,
-                                     length_bonus=args.length_bonus)
+                                     length_bonus=args.length_bonus, oov_penalty=args.oov_penalty)
     if args.json:
         print(json.dumps([{"audio": r.source, "text": r.text, "score": round(r.score, 4)} for r in results], indent=1))
     else:
@@ -244,6 +248,8 @@ def cmd_subtitle(args: argparse.Namespace) -> None:
 
     if args.lm is None and args.lm_weight:
         raise ToolkitError("--lm-weight needs a language model (--lm DIR)")
+    if args.lm is None and args.oov_penalty:
+        raise ToolkitError("--oov-penalty needs a language model with a lexicon (--lm DIR)")
     source = Path(args.input)
     fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() if args.out else "srt")
     writer = get_writer(fmt)
@@ -255,7 +261,7 @@ def cmd_subtitle(args: argparse.Namespace) -> None:
     options = SubtitleOptions(vad=VadConfig(backend=args.vad, threshold=args.vad_threshold), rules=rules,
                               max_chunk=args.max_chunk, beam_size=args.beam, batch_size=args.batch_size,
                               ctc_weight=args.ctc_weight, lm_weight=args.lm_weight,
-                              length_bonus=args.length_bonus)
+                              length_bonus=args.length_bonus, oov_penalty=args.oov_penalty)
     subtitler = Subtitler.from_pretrained(args.model, options, lm=args.lm, device=args.device)
     result = subtitler.subtitle(source, progress=not args.quiet)
     writer.write_file(result.cues, out)
@@ -331,13 +337,16 @@ def _nonnegative(text: str) -> float:
 
 
 def _add_lm_options(p: argparse.ArgumentParser, prefix: str) -> None:
-    """--lm, --lm-weight, --length-bonus: shallow fusion with an external language model (toolkit.lm)."""
+    """--lm, --lm-weight, --length-bonus, --oov-penalty: shallow fusion with an external language model
+    (toolkit.lm)."""
     p.add_argument("--lm", metavar="DIR", help=f"{prefix}language model bundle to fuse into the search (trained with "
                                                "`toolkit train` task lm and this model's tokenizer)")
     p.add_argument("--lm-weight", type=_nonnegative, help="weight of the LM's log-probabilities (default: the "
                                                           "model's saved decoding.lm_weight)")
     p.add_argument("--length-bonus", type=_number, help="score added per output token, to offset the LM's "
                                                         "preference for short outputs (default: the model's, or 0)")
+    p.add_argument("--oov-penalty", type=_nonnegative, help="score taken off each word the LM's lexicon does not list "
+                                                           "(default: the model's, or 0)")
 
 
 def _add_device_option(p: argparse.ArgumentParser) -> None:

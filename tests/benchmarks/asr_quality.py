@@ -4,13 +4,15 @@
     python tests/benchmarks/asr_quality.py --model DIR --max-utterances 100 --no-pocketsphinx
     python tests/benchmarks/asr_quality.py --model DIR --no-pocketsphinx --lm LM_DIR --lm-weight 0.3 0.5 \
         --length-bonus 0 1          # + shallow fusion with a language model, every weight x bonus pair
+    python tests/benchmarks/asr_quality.py --model DIR --no-pocketsphinx --lm LM_DIR --lm-weight 0.7 \
+        --length-bonus 1.5 --oov-penalty 0 3   # + the OOV penalty of the LM's lexicon (toolkit.lm.lexicon)
 
 For the seen-voice and held-out-voice test splits: WER and CER of our model (joint CTC/attention beam 4,
 batched) and its real-time factor on this machine's CPU threads; then pocketsphinx (PyPI `pocketsphinx`, which
 ships its own US English model; install it for the benchmark only) on the same utterances: WER, CER and RTF.
 With --lm, our model is also run with the language model fused into its search for every pair of --lm-weight
-and --length-bonus values (rows "toolkit+lm W/B"). RTF = decoding seconds / audio seconds, audio loading included
-for both. Prints a table, then key=value figures.
+and --length-bonus values (rows "toolkit+lm W/B"), times every --oov-penalty (a P > 0 shows as "W/B/P"). RTF =
+decoding seconds / audio seconds, audio loading included for both. Prints a table, then key=value figures.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ DATA = Path(__file__).resolve().parents[2] / "recipes" / "synth_speech" / "data"
 
 
 def ours(transcriber: Transcriber, records, beam: int, ctc_weight: float, lm: LMBundle | None = None,
-         lm_weight: float | None = None, length_bonus: float | None = None) -> tuple[dict[str, str], float]:
+         lm_weight: float | None = None, length_bonus: float | None = None,
+         oov_penalty: float | None = None) -> tuple[dict[str, str], float]:
     start = time.perf_counter()
     results = transcriber.transcribe([r.audio for r in records], beam_size=beam, batch_size=16, ctc_weight=ctc_weight,
-                                     lm=lm, lm_weight=lm_weight, length_bonus=length_bonus)
+                                     lm=lm, lm_weight=lm_weight, length_bonus=length_bonus, oov_penalty=oov_penalty)
     return {r.id: res.text for r, res in zip(records, results)}, time.perf_counter() - start
 
 
@@ -66,10 +69,13 @@ def main() -> None:
     ap.add_argument("--lm", type=Path, help="a language model bundle (toolkit train, task lm) to fuse")
     ap.add_argument("--lm-weight", type=float, nargs="+", default=[0.3], help="LM weights to try (default: 0.3)")
     ap.add_argument("--length-bonus", type=float, nargs="+", default=[0.0], help="length bonuses to try (0)")
+    ap.add_argument("--oov-penalty", type=float, nargs="+", default=[0.0],
+                    help="OOV penalties to try, with an LM that has a lexicon (0)")
     args = ap.parse_args()
     transcriber = Transcriber.from_pretrained(args.model)
     lm = load_lm(args.lm, tokenizer=transcriber.tokenizer) if args.lm else None
-    fused = [(w, b) for w in args.lm_weight for b in args.length_bonus] if lm is not None else []
+    fused = ([(w, b, p) for w in args.lm_weight for b in args.length_bonus for p in args.oov_penalty]
+             if lm is not None else [])
     warm = read_jsonl_manifest(args.data / "valid.jsonl")[:4]
     ours(transcriber, warm, args.beam, args.ctc_weight)  # first-call costs are not part of the RTF
     rows, figures = [], {}
@@ -78,20 +84,20 @@ def main() -> None:
         refs = {r.id: normalize_transcript_for_scoring(r.text) for r in records}
         audio_s = sum(r.duration for r in records)
         systems = [("toolkit", *ours(transcriber, records, args.beam, args.ctc_weight))]
-        systems += [(f"toolkit+lm {w:g}/{b:g}", *ours(transcriber, records, args.beam, args.ctc_weight, lm, w, b))
-                    for w, b in fused]
+        systems += [(f"toolkit+lm {w:g}/{b:g}" + (f"/{p:g}" if p else ""),
+                     *ours(transcriber, records, args.beam, args.ctc_weight, lm, w, b, p)) for w, b, p in fused]
         if not args.no_pocketsphinx:
             systems.append(("pocketsphinx", *pocketsphinx(records)))
         for name, hyps, seconds in systems:
             report = wer_report(refs, hyps)
             rows.append((split, name, report["wer"], report["cer"], seconds / audio_s, len(records)))
-            tag = {"toolkit": "", "pocketsphinx": "pocketsphinx_"}.get(name, name.replace("toolkit+lm ", "lm")
-                                                                       .replace("/", "_b") + "_")
+            tag = {"toolkit": "", "pocketsphinx": "pocketsphinx_"}.get(
+                name, name.replace("toolkit+lm ", "lm").replace("/", "_b", 1).replace("/", "_p") + "_")
             figures[f"{tag}wer_{key}"] = report["wer"]
             figures[f"{tag}cer_{key}"] = report["cer"]
             figures[f"{tag}rtf_{key}"] = seconds / audio_s
     print(f"model {args.model}; beam {args.beam}, CTC weight {args.ctc_weight}; {torch.get_num_threads()} threads"
-          + (f"; LM {args.lm} (rows toolkit+lm weight/length bonus)" if lm is not None else ""))
+          + (f"; LM {args.lm} (rows toolkit+lm weight/length bonus[/OOV penalty])" if lm is not None else ""))
     print(f"{'split':<14} {'system':<20} {'WER':>7} {'CER':>7} {'RTF':>7} {'utts':>5}")
     for split, name, wer, cer, rtf, n in rows:
         print(f"{split:<14} {name:<20} {wer:>7.3f} {cer:>7.3f} {rtf:>7.4f} {n:>5}")

@@ -43,8 +43,9 @@ def search(
     if model.decoder is None:
         if ctc_head is None:
             raise ValueError("this model has no attention decoder to search with")
-        if (lm is not None and options.lm_weight) or options.length_bonus:
-            raise ValueError("LM fusion and the length bonus need an attention decoder (CTC greedy has no search)")
+        if (lm is not None and options.lm_weight) or options.length_bonus or options.oov_penalty:
+            raise ValueError("LM fusion, the length bonus and the OOV penalty need an attention decoder (CTC greedy "
+                             "has no search)")
         with torch.no_grad():
             return ctc_greedy_search(ctc_head(enc_out.memory), enc_out.lengths)
     if options.ctc_weight > 0:

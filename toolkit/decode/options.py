@@ -36,6 +36,9 @@ class DecodingOptions:
                         the pruning, not only on the final ranking. Tune it on validation data together with
                         lm_weight (recipes/synth_speech: lm_weight 0.8, length_bonus 1.5 for a char LSTM LM; joint
                         CTC/attention already curbs deletions there, so the bonus matters little).
+    oov_penalty:        subtracted once for every word a hypothesis spells that the language model's lexicon does
+                        not list (`toolkit.lm.lexicon`; the LM bundle's lexicon.txt), as soon as the word can no
+                        longer become one it lists. 0 = off. Needs an LM with a lexicon.
     """
 
     beam_size: int = 1
@@ -49,6 +52,7 @@ class DecodingOptions:
     ctc_weight: float = 0.0
     lm_weight: float = 0.0
     length_bonus: float = 0.0
+    oov_penalty: float = 0.0
 
     def __post_init__(self):
         if self.beam_size < 1 or self.max_length < 1 or self.nbest < 1:
@@ -61,6 +65,8 @@ class DecodingOptions:
             raise ValueError(f"ctc_weight {self.ctc_weight} must be in [0, 1]")
         if not (math.isfinite(self.lm_weight) and self.lm_weight >= 0):
             raise ValueError(f"lm_weight {self.lm_weight} must be a finite number >= 0")
+        if not (math.isfinite(self.oov_penalty) and self.oov_penalty >= 0):
+            raise ValueError(f"oov_penalty {self.oov_penalty} must be a finite number >= 0")
         if not math.isfinite(self.length_bonus):
             raise ValueError(f"length_bonus {self.length_bonus} must be a finite number")
 

@@ -8,10 +8,13 @@ Trained with `toolkit train conf/lm.yaml` (`task: lm`, `toolkit.tasks.lm`) on te
 speech model it will be fused with.
 """
 
-from toolkit.lm.bundle import LM_TASK, LMBundle, check_same_tokenizer, fusion_weights, load_lm, save_lm
+from toolkit.lm.bundle import (LEXICON_FILE, LM_TASK, LMBundle, check_same_tokenizer, fusion_weights, load_lm,
+                               save_lm)
+from toolkit.lm.lexicon import Lexicon, LexiconScorer, TokenLexicon, read_word_list, token_texts
 from toolkit.lm.model import LanguageModel, LMState, LstmLM, LstmLMConfig, LstmState
 
 __all__ = [
-    "LM_TASK", "LMBundle", "LMState", "LanguageModel", "LstmLM", "LstmLMConfig", "LstmState", "check_same_tokenizer",
-    "fusion_weights", "load_lm", "save_lm",
+    "LEXICON_FILE", "LM_TASK", "LMBundle", "LMState", "LanguageModel", "Lexicon", "LexiconScorer", "LstmLM",
+    "LstmLMConfig", "LstmState", "TokenLexicon", "check_same_tokenizer", "fusion_weights", "load_lm",
+    "read_word_list", "save_lm", "token_texts",
 ]

@@ -5,7 +5,9 @@
 
 config.json holds the `LstmLMConfig` as `model`, the sha256 of every file and `info`; tokenizer.json is the
 tokenizer the LM was trained with, which must be the one of the speech model it is fused with: token ids are
-added position by position, so both models must mean the same token by the same id.
+added position by position, so both models must mean the same token by the same id. lexicon.txt (optional, one
+word per line) lists the words the LM knows, for the search's OOV penalty (`toolkit.lm.lexicon`); the loaded
+model carries it as `model.lexicon`.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from toolkit.bundle import (CONFIG_FILE, WEIGHTS_FILE, check_state_dict, read_bu
                             verify_bundle_files, write_bundle)
 from toolkit.config import from_dict, to_dict
 from toolkit.errors import BundleError, ToolkitError
+from toolkit.lm.lexicon import Lexicon, TokenLexicon
 from toolkit.lm.model import LstmLM, LstmLMConfig
 from toolkit.text import Tokenizer, load_tokenizer
 
 LM_TASK = "lm"
+LEXICON_FILE = "lexicon.txt"
 
-__all__ = ["LM_TASK", "LMBundle", "check_same_tokenizer", "fusion_weights", "load_lm", "save_lm"]
+__all__ = ["LEXICON_FILE", "LM_TASK", "LMBundle", "check_same_tokenizer", "fusion_weights", "load_lm", "save_lm"]
 
 
 @dataclass
@@ -37,11 +41,15 @@ class LMBundle:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def save_lm(directory: str | Path, lm: LstmLM, tokenizer: Tokenizer, info: dict[str, Any] | None = None) -> Path:
-    """Write `lm` and the `tokenizer` it reads as a bundle at `directory` (atomically; `info.task` = "lm")."""
+def save_lm(directory: str | Path, lm: LstmLM, tokenizer: Tokenizer, info: dict[str, Any] | None = None,
+            lexicon: Lexicon | None = None) -> Path:
+    """Write `lm` and the `tokenizer` it reads as a bundle at `directory` (atomically; `info.task` = "lm"), with
+    `lexicon` as lexicon.txt when given."""
     if tokenizer.vocab_size != lm.config.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the LM {lm.config.vocab_size}")
-    return write_bundle(directory, lm.state_dict(), tokenizer, to_dict(lm.config), {**(info or {}), "task": LM_TASK})
+    texts = {LEXICON_FILE: "".join(w + "\n" for w in lexicon.words)} if lexicon is not None else None
+    return write_bundle(directory, lm.state_dict(), tokenizer, to_dict(lm.config), {**(info or {}), "task": LM_TASK},
+                        texts)
 
 
 def check_same_tokenizer(lm_tokenizer: Tokenizer, tokenizer: Tokenizer, where: str | Path) -> None:
@@ -81,15 +89,20 @@ def load_lm(directory: str | Path, device: str | torch.device = "cpu", tokenizer
     state = read_bundle_weights(directory, device)
     check_state_dict(lm, state, directory / WEIGHTS_FILE)
     lm.load_state_dict(state)
+    if LEXICON_FILE in meta["files"]:
+        lexicon = Lexicon.load(directory / LEXICON_FILE)
+        if not len(lexicon):
+            raise BundleError(f"{directory / LEXICON_FILE}: lists no words")
+        lm.lexicon = TokenLexicon.of(lexicon, lm_tokenizer)
     return LMBundle(lm.to(device).eval(), lm_tokenizer, dict(meta["info"]))
 
 
 def fusion_weights(decoding: dict[str, Any], lm_weight: float | None, length_bonus: float | None,
-                   where: str | Path) -> tuple[float, float]:
-    """(lm_weight, length_bonus) for fusing a language model with the speech model at `where`: the values given,
-    else those its bundle records as defaults (`info.decoding`, from the recipe's `decoding` section; length
-    bonus 0 when absent). An LM weight that neither gives is a one-line error: the right one depends on both
-    models, and 0 would silently leave the LM out."""
+                   where: str | Path, oov_penalty: float | None = None) -> tuple[float, float, float]:
+    """(lm_weight, length_bonus, oov_penalty) for fusing a language model with the speech model at `where`: the
+    values given, else those its bundle records as defaults (`info.decoding`, from the recipe's `decoding`
+    section; length bonus and OOV penalty 0 when absent). An LM weight that neither gives is a one-line error: the
+    right one depends on both models, and 0 would silently leave the LM out."""
     if lm_weight is None:
         lm_weight = decoding.get("lm_weight")
         if lm_weight is None:
@@ -97,4 +110,6 @@ def fusion_weights(decoding: dict[str, Any], lm_weight: float | None, length_bon
                                "give one (--lm-weight, e.g. 0.3)")
     if length_bonus is None:
         length_bonus = decoding.get("length_bonus", 0.0)
-    return float(lm_weight), float(length_bonus)
+    if oov_penalty is None:
+        oov_penalty = decoding.get("oov_penalty", 0.0)
+    return float(lm_weight), float(length_bonus), float(oov_penalty)

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from toolkit.lm.lexicon import TokenLexicon
 
 __all__ = ["LanguageModel", "LMState", "LstmLM", "LstmLMConfig", "LstmState"]
 
@@ -34,9 +38,12 @@ class LMState(ABC):
 
 
 class LanguageModel(nn.Module, ABC):
-    """The incremental interface searches use: `init_state` for B empty prefixes, then one `step` per token."""
+    """The incremental interface searches use: `init_state` for B empty prefixes, then one `step` per token.
+    lexicon: the words the model's bundle lists (`toolkit.lm.lexicon`), for the search's `oov_penalty`; None when
+    it lists none."""
 
     vocab_size: int
+    lexicon: "TokenLexicon | None" = None
 
     @abstractmethod
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> LMState:

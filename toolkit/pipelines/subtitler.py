@@ -63,6 +63,7 @@ class SubtitleOptions:
     ctc_weight: float | None = None  # None: the model's saved decoding setting
     lm_weight: float | None = None  # None: the transcriber's setting (only with a language model)
     length_bonus: float | None = None  # None: the transcriber's setting
+    oov_penalty: float | None = None  # None: the transcriber's setting (only with an LM that has a lexicon)
     block_seconds: float = 30.0  # audio decoded at a time in the VAD pass
     max_word: float = 1.5  # seconds; a longer aligned word is cut to this
     snap: float = 0.4  # seconds; a region's first / last word this close to its edge is moved onto it
@@ -112,7 +113,7 @@ class Subtitler:
         """The speech model bundle at `directory` (with a language-model bundle `lm` to fuse, if given)."""
         options = options or SubtitleOptions()
         transcriber = Transcriber.from_pretrained(directory, device=device, lm=lm, lm_weight=options.lm_weight,
-                                                  length_bonus=options.length_bonus)
+                                                  length_bonus=options.length_bonus, oov_penalty=options.oov_penalty)
         return cls(transcriber, options)
 
     # ------------------------------------------------------------------------------------------ the job
@@ -151,7 +152,7 @@ class Subtitler:
         shortest = getattr(t.model.encoder, "min_input_samples", 1)
         waves = [w if len(w) >= shortest else np.pad(w, (0, shortest - len(w))) for w in waves]
         options, lm = t.search_setup(opt.beam_size, opt.ctc_weight, lm_weight=opt.lm_weight,
-                                     length_bonus=opt.length_bonus)
+                                     length_bonus=opt.length_bonus, oov_penalty=opt.oov_penalty)
         scored, enc_out = t.decode_batch(waves, options, lm, return_encoder=True)
         tokens = [tok for tok, _ in scored]
         timed = align_words_batch(t.model.ctc_head(enc_out.memory), enc_out.lengths, tokens, t.tokenizer,

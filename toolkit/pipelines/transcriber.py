@@ -52,14 +52,14 @@ class TranscriptResult:
 class Transcriber:
     """A speech recogniser and its tokenizer, ready to transcribe files or 16 kHz mono arrays.
 
-    lm: a language model fused into the search (trained with `tokenizer`), with weight `lm_weight` and
-    `length_bonus` per token (`DecodingOptions`); lm_weight None: not known yet, to be given with each call that
-    uses an LM.
+    lm: a language model fused into the search (trained with `tokenizer`), with weight `lm_weight`,
+    `length_bonus` per token and `oov_penalty` per word outside its lexicon (`DecodingOptions`); lm_weight None: not
+    known yet, to be given with each call that uses an LM.
     """
 
     def __init__(self, model: EncoderDecoder, tokenizer: Tokenizer, ctc_weight: float = 0.3,
                  max_length_ratio: float | None = 1.0, lm: LMBundle | None = None, lm_weight: float | None = None,
-                 length_bonus: float = 0.0):
+                 length_bonus: float = 0.0, oov_penalty: float = 0.0):
         if not hasattr(model.encoder, "output_lengths"):
             raise ToolkitError(f"this model's encoder ({type(model.encoder).__name__}) is not an audio encoder")
         self.model = model.eval()
@@ -69,26 +69,30 @@ class Transcriber:
         self.lm = self._check_lm(lm, "lm") if lm is not None else None
         self.lm_weight = lm_weight
         self.length_bonus = length_bonus
+        self.oov_penalty = oov_penalty
 
     @classmethod
     def from_pretrained(
         cls, directory: str | Path, device: str | torch.device = "cpu", lm: str | Path | None = None,
-        lm_weight: float | None = None, length_bonus: float | None = None,
+        lm_weight: float | None = None, length_bonus: float | None = None, oov_penalty: float | None = None,
     ) -> "Transcriber":
         """The speech model bundle at `directory`, with its saved decoding defaults; `lm`: a language-model bundle
-        directory to fuse (weights: the arguments, else the speech bundle's `decoding.lm_weight` / `length_bonus`)."""
+        directory to fuse (weights: the arguments, else the speech bundle's `decoding.lm_weight` / `length_bonus` /
+        `oov_penalty`)."""
         bundle = load_model(directory, device)  # `info` entries are type-checked there
         if bundle.info.get("task") != "asr":
             raise ToolkitError(f"{directory}: a {bundle.info.get('task')!r} model, not a speech recognition model")
         saved = bundle.info.get("decoding", {})
         if lm is not None:
-            lm_weight, length_bonus = fusion_weights(saved, lm_weight, length_bonus, directory)
+            lm_weight, length_bonus, oov_penalty = fusion_weights(saved, lm_weight, length_bonus, directory,
+                                                                  oov_penalty)
         language_model = load_lm(lm, device, tokenizer=bundle.tokenizer) if lm is not None else None
         try:
             return cls(bundle.model, bundle.tokenizer, saved.get("ctc_weight", 0.3),
                        saved.get("max_length_ratio", 1.0), language_model,
                        saved.get("lm_weight") if lm_weight is None else lm_weight,
-                       saved.get("length_bonus", 0.0) if length_bonus is None else length_bonus)
+                       saved.get("length_bonus", 0.0) if length_bonus is None else length_bonus,
+                       saved.get("oov_penalty", 0.0) if oov_penalty is None else oov_penalty)
         except ToolkitError as e:
             raise ToolkitError(f"{directory}: {e}") from None
 
@@ -101,6 +105,7 @@ class Transcriber:
     def search_setup(
         self, beam_size: int = 4, ctc_weight: float | None = None, ctc_only: bool = False,
         lm: LMBundle | str | Path | None = None, lm_weight: float | None = None, length_bonus: float | None = None,
+        oov_penalty: float | None = None,
     ) -> tuple[DecodingOptions, LMBundle | None]:
         """The search options and the language model (or None) for these arguments: each one not None, else the
         transcriber's setting. One-line ToolkitError for a combination that cannot work."""
@@ -120,11 +125,18 @@ class Transcriber:
                 raise ToolkitError("no weight for the language model: the speech model's bundle records none; pass "
                                    "lm_weight (e.g. 0.3)")
             length_bonus = self.length_bonus if length_bonus is None else length_bonus
+            oov_penalty = self.oov_penalty if oov_penalty is None else oov_penalty
+            if oov_penalty and lm.model.lexicon is None:
+                raise ToolkitError(f"the language model has no lexicon (lexicon.txt) for OOV penalty {oov_penalty:g}: "
+                                   "give oov_penalty 0, or an LM trained with data.lexicon")
         elif lm_weight:
             raise ToolkitError("lm_weight needs a language model (lm=)")
+        elif oov_penalty:
+            raise ToolkitError("oov_penalty needs a language model with a lexicon (lm=)")
         options = DecodingOptions(beam_size=beam_size, max_length=10_000, max_length_ratio=self.max_length_ratio,
                                   ctc_weight=self.ctc_weight if ctc_weight is None else ctc_weight,
-                                  lm_weight=lm_weight or 0.0, length_bonus=length_bonus or 0.0)
+                                  lm_weight=lm_weight or 0.0, length_bonus=length_bonus or 0.0,
+                                  oov_penalty=(oov_penalty or 0.0) if lm is not None else 0.0)
         return options, lm
 
     @torch.no_grad()
@@ -151,7 +163,7 @@ class Transcriber:
     def transcribe(
         self, audio: Sequence[str | Path | np.ndarray], beam_size: int = 4, batch_size: int = 16,
         ctc_weight: float | None = None, ctc_only: bool = False, lm: LMBundle | str | Path | None = None,
-        lm_weight: float | None = None, length_bonus: float | None = None,
+        lm_weight: float | None = None, length_bonus: float | None = None, oov_penalty: float | None = None,
     ) -> list[TranscriptResult]:
         """Transcribe files (any format soundfile or PyAV reads, any rate / channels) or float arrays at 16 kHz.
 
@@ -159,13 +171,14 @@ class Transcriber:
         `ctc_only` (or a model without a decoder) uses CTC greedy decoding. An unreadable file is a one-line
         `AudioLoadError` naming it (nothing is decoded then); an input too short for one encoder frame gets an
         empty transcript (module docstring). `lm` (a loaded LM bundle or its directory; default: the
-        transcriber's) is fused into the search with `lm_weight` and `length_bonus` (default: the transcriber's).
+        transcriber's) is fused into the search with `lm_weight`, `length_bonus` and `oov_penalty` (default: the
+        transcriber's).
         """
         if isinstance(audio, (str, Path)) or (isinstance(audio, np.ndarray) and audio.ndim == 1):
             audio = [audio]  # one input; a 2-D array is a batch of rows
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        options, lm = self.search_setup(beam_size, ctc_weight, ctc_only, lm, lm_weight, length_bonus)
+        options, lm = self.search_setup(beam_size, ctc_weight, ctc_only, lm, lm_weight, length_bonus, oov_penalty)
         waves = [load_audio(a, SAMPLE_RATE) if isinstance(a, (str, Path)) else _array(a, i)
                  for i, a in enumerate(audio)]
         sources = [str(a) if isinstance(a, (str, Path)) else None for a in audio]

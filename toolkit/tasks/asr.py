@@ -193,7 +193,8 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
                                 num_replicas=world.size, rank=world.rank)
     decoding = {"ctc_weight": exp.decoding.ctc_weight, "max_length_ratio": exp.decoding.max_length_ratio}
     if exp.decoding.lm_weight:  # the fusion setting for when an LM is given (evaluate / transcribe --lm)
-        decoding.update(lm_weight=exp.decoding.lm_weight, length_bonus=exp.decoding.length_bonus)
+        decoding.update(lm_weight=exp.decoding.lm_weight, length_bonus=exp.decoding.length_bonus,
+                        oov_penalty=exp.decoding.oov_penalty)
     info = {"task": "asr", "sample_rate": SAMPLE_RATE, "decoding": decoding}
 
     def loss_fn(model: EncoderDecoder, batch: dict) -> dict:
@@ -201,7 +202,8 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
                           ctc_weight=exp.ctc_weight, label_smoothing=exp.label_smoothing)
 
     def validate_fn(model: EncoderDecoder) -> dict[str, float]:
-        greedy = replace(exp.decoding, beam_size=1, nbest=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0)
+        greedy = replace(exp.decoding, beam_size=1, nbest=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0,
+                         oov_penalty=0.0)
         texts, ctc_texts = transcribe_records(model, tokenizer, valid_records, greedy, d.max_batch_seconds)
         refs = {r.id: r.text for r in valid_records}
         report = wer_report(refs, texts)
@@ -221,19 +223,23 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
 def asr_decoding_options(
     info: dict, where: str | Path = "model", *, beam_size: int | None = None, ctc_weight: float | None = None,
     lm: bool = False, lm_weight: float | None = None, length_bonus: float | None = None, max_length: int = 400,
+    oov_penalty: float | None = None,
 ) -> DecodingOptions:
     """The search options for a speech model whose bundle `info` is given: each argument that is not None, else the
-    bundle's saved default (`info.decoding`: ctc_weight, max_length_ratio, and with `lm` the fusion's lm_weight
-    and length_bonus, `toolkit.lm.fusion_weights`), else beam 1 and no CTC. Without `lm`, lm_weight is 0."""
+    bundle's saved default (`info.decoding`: ctc_weight, max_length_ratio, and with `lm` the fusion's lm_weight,
+    length_bonus and oov_penalty, `toolkit.lm.fusion_weights`), else beam 1 and no CTC. Without `lm`, lm_weight
+    and oov_penalty are 0."""
     saved = info.get("decoding", {})
     if lm:
-        lm_weight, length_bonus = fusion_weights(saved, lm_weight, length_bonus, where)
+        lm_weight, length_bonus, oov_penalty = fusion_weights(saved, lm_weight, length_bonus, where, oov_penalty)
     elif lm_weight:
         raise ToolkitError("an LM weight needs a language model (--lm DIR)")
+    elif oov_penalty:
+        raise ToolkitError("an OOV penalty needs a language model with a lexicon (--lm DIR)")
     return DecodingOptions(
         beam_size=beam_size or 1, max_length=max_length, max_length_ratio=saved.get("max_length_ratio", 1.0),
         ctc_weight=saved.get("ctc_weight", 0.0) if ctc_weight is None else ctc_weight,
-        lm_weight=lm_weight or 0.0, length_bonus=length_bonus or 0.0,
+        lm_weight=lm_weight or 0.0, length_bonus=length_bonus or 0.0, oov_penalty=oov_penalty or 0.0,
     )
 
 
@@ -259,6 +265,9 @@ def evaluate_asr(
                            f"(got {options.ctc_weight:g})")
     if language_model is not None and bundle.model.decoder is None:
         raise ToolkitError(f"{model_dir}: the model has no attention decoder to fuse a language model with")
+    if options.oov_penalty and (language_model is None or language_model.lexicon is None):
+        raise ToolkitError(f"{lm or model_dir}: no language model with a lexicon (lexicon.txt) for OOV penalty "
+                           f"{options.oov_penalty:g}: give --oov-penalty 0, or an LM trained with data.lexicon")
     load_errors: dict[str, str] = {}
     texts, _ = transcribe_records(bundle.model, bundle.tokenizer, records, options, progress=True,
                                   load_errors=load_errors, lm=language_model)

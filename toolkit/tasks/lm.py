@@ -11,6 +11,10 @@ Text: files of one sentence per line (UTF-8), normalised as transcripts are for 
 sentences with a character (token) the tokenizer does not know, or longer than `data.max_length` tokens, are
 skipped and counted: an LM that learnt <unk> would only reward it. Batches are sentences of similar length, padded,
 with at most `data.max_batch_tokens` tokens (padding included).
+
+Lexicon: every bundle also lists the words the LM knows (lexicon.txt, `toolkit.lm.lexicon`), for the search's
+OOV penalty: the words of the text, plus those of the word lists `data.lexicon` (e.g. /usr/share/dict/words),
+normalised the same way; words the tokenizer cannot spell without <unk> are left out.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from toolkit.data.padding import pad_sequences
 from toolkit.data.speech_dataset import BucketBatchSampler
 from toolkit.errors import ToolkitError
-from toolkit.lm import LstmLM, LstmLMConfig, save_lm
+from toolkit.lm import Lexicon, LstmLM, LstmLMConfig, save_lm
 from toolkit.metrics.asr import normalize_transcript_for_scoring
 from toolkit.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, load_tokenizer
 from toolkit.train import TrainConfig, Trainer, TrainResult
@@ -41,12 +45,14 @@ log = logging.getLogger("toolkit.lm")
 
 @dataclass
 class LmDataConfig:
-    """text: text files, one sentence per line; the other fields: see the module docstring."""
+    """text: text files, one sentence per line; lexicon: word lists (one word per line) whose words join the
+    text's in the bundle's lexicon; the other fields: see the module docstring."""
 
     text: list[str]
     valid_size: int = 500
     max_batch_tokens: int = 4096
     max_length: int = 400
+    lexicon: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.text:
@@ -89,6 +95,18 @@ def read_sentences(paths: Sequence[str | Path]) -> list[str]:
             if sentence:
                 seen.setdefault(sentence, None)
     return list(seen)
+
+
+def make_lexicon(tokenizer: Tokenizer, sentences: Sequence[str], word_lists: Sequence[str | Path] = ()) -> Lexicon:
+    """The words of `sentences` and of the word-list files `word_lists` (normalised like transcripts) that
+    `tokenizer` spells without <unk>."""
+    words = {w for sentence in sentences for w in sentence.split()}
+    words.update(w for line in read_sentences(word_lists) for w in line.split())
+    spelt = [w for w in words if UNK_ID not in tokenizer.encode(w)]
+    if len(spelt) < len(words):
+        log.info("lexicon: %d of %d words left out (characters the tokenizer does not know)", len(words) - len(spelt),
+                 len(words))
+    return Lexicon(spelt)
 
 
 def encode_sentences(tokenizer: Tokenizer, sentences: Sequence[str], max_length: int) -> tuple[list[Tensor], int]:
@@ -182,14 +200,16 @@ def _train_lm(exp: LmExperiment, out_dir: Path, resume: bool, world: World) -> T
     loader = make_sentence_loader(train, d.max_batch_tokens, train=True, seed=exp.train.seed,
                                   num_replicas=world.size, rank=world.rank)
     valid_loader = make_sentence_loader(valid, d.max_batch_tokens, train=False)
-    info = {"tokenizer_from": exp.tokenizer_from, "text": list(d.text), "train_sentences": len(train)}
+    lexicon = make_lexicon(tokenizer, sentences, d.lexicon)
+    info = {"tokenizer_from": exp.tokenizer_from, "text": list(d.text), "train_sentences": len(train),
+            "lexicon": list(d.lexicon), "lexicon_words": len(lexicon)}
 
     def validate_fn(lm: LstmLM) -> dict[str, float]:
         nll, tokens = lm_nll(lm, valid_loader)
         return {"loss": nll / tokens, "ppl": math.exp(nll / tokens)}
 
     def save_fn(lm: LstmLM, path: Path, extra: dict) -> None:
-        save_lm(path, lm, tokenizer, info={**info, **extra})
+        save_lm(path, lm, tokenizer, info={**info, **extra}, lexicon=lexicon)
 
     trainer = Trainer(model, exp.train, out_dir, loader, lm_loss, validate_fn, save_fn,
                       batch_size_fn=lambda b: b["inputs"].size(0), device=world.device)
