@@ -12,7 +12,7 @@ import torch
 from toolkit.bundle import save_model
 from toolkit.decode import DecodingOptions, ShallowFusion
 from toolkit.errors import BundleError, ToolkitError
-from toolkit.lm import Lexicon, TokenLexicon, load_lm, read_word_list, save_lm, token_texts
+from toolkit.lm import Lexicon, TokenLexicon, load_lm, save_lm, token_texts
 from toolkit.model import BOS_ID, EOS_ID
 from toolkit.tasks.asr import asr_decoding_options
 from toolkit.tasks.lm import LmDataConfig, make_lexicon, train_lm
@@ -46,11 +46,6 @@ def test_lexicon_queries_and_file_round_trip(tmp_path):
     assert not lexicon.is_prefix("b") and not lexicon.is_prefix("cabs")
     lexicon.save(tmp_path / "words.txt")
     assert Lexicon.load(tmp_path / "words.txt").words == lexicon.words
-    with pytest.raises(ToolkitError, match=r"missing\.txt: word list not found$"):
-        read_word_list(tmp_path / "missing.txt")
-    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
-    with pytest.raises(ToolkitError, match=r"latin1\.txt: not UTF-8 \(byte 0xe9 at offset 3\)$"):
-        read_word_list(tmp_path / "latin1.txt")
 
 
 def test_token_texts_of_each_tokenizer_kind():
@@ -190,6 +185,9 @@ def test_lm_bundle_carries_its_lexicon(tmp_path):
     (tmp_path / "lm" / "lexicon.txt").write_text("a\nab\n")
     with pytest.raises(BundleError, match=r"lexicon\.txt: checksum mismatch"):
         load_lm(tmp_path / "lm")
+    save_lm(tmp_path / "empty", random_lm(1), tokenizer, lexicon=Lexicon([]))
+    with pytest.raises(BundleError, match=r"empty/lexicon\.txt: lists no words$"):
+        load_lm(tmp_path / "empty")
 
 
 def test_lm_training_writes_the_text_and_word_list_words(tmp_path):

@@ -7,7 +7,7 @@ first token after which the word can no longer become a lexicon word (its letter
 its end (a space or EOS) when it stopped short of one. Known words cost nothing; a word the lexicon lacks can
 still win when the audio and the LM favour it strongly enough, which matters for names and rare words.
 
-    lexicon = Lexicon(read_word_list("lexicon.txt"))     # or an LM bundle's: load_lm(dir).model.lexicon
+    lexicon = Lexicon.load("lexicon.txt")               # or an LM bundle's: load_lm(dir).model.lexicon
     scorer = TokenLexicon.of(lexicon, tokenizer).scorer(penalty=3.0, rows=B * K)
     extra = scorer.scores(last)      # (N, V): -penalty * (how many unknown words each next token completes)
     scorer.select(rows)              # follow the beams' reordering and pruning
@@ -31,7 +31,7 @@ from toolkit.errors import ToolkitError
 from toolkit.text import EOS_ID, NUM_SPECIALS, UNK_ID, Tokenizer
 from toolkit.text.tokenizer import WORD_SEPARATOR
 
-__all__ = ["Lexicon", "LexiconScorer", "TokenLexicon", "read_word_list", "token_texts"]
+__all__ = ["Lexicon", "LexiconScorer", "TokenLexicon", "token_texts"]
 
 UNKNOWN_CHARACTER = "\0"  # what <unk> reads as: a character no word has
 
@@ -61,19 +61,7 @@ class Lexicon:
     @classmethod
     def load(cls, path: str | Path) -> "Lexicon":
         """A lexicon written by `save` (any whitespace-separated words are accepted)."""
-        return cls(read_word_list(path))
-
-
-def read_word_list(path: str | Path) -> list[str]:
-    """The whitespace-separated words of a UTF-8 text file, with a one-line error naming a file that cannot be read."""
-    try:
-        return Path(path).read_text(encoding="utf-8").split()
-    except FileNotFoundError:
-        raise ToolkitError(f"{path}: word list not found") from None
-    except UnicodeDecodeError as e:
-        raise ToolkitError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
-    except OSError as e:
-        raise ToolkitError(f"{path}: cannot be read ({e.strerror or e.__class__.__name__})") from None
+        return cls(Path(path).read_text(encoding="utf-8").split())
 
 
 def token_texts(tokenizer: Tokenizer) -> list[str | None]:
