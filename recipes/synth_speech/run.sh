@@ -4,15 +4,16 @@
 # text-only sentences (lm_text.txt) with the speech model's tokenizer and evaluate again with it fused in.
 #   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp DIR] [--lm-config conf/lm.yaml]
 #               [--lm-weight W] [--data data/speech] [--synth-args "--train 500 ..."] [--lm-args "K=V ..."]
-#               [--lm-beside true|false] [-- KEY=VALUE ...]
+#               [--lm-beside true|false] [--beam 4] [-- KEY=VALUE ...]
 # --synth-args: options of `toolkit synth speech` (split sizes); --lm-args: KEY=VALUE overrides of the LM config.
+# --beam: the beam of stages 2 and 4 (the full config's results use 12, chosen on valid: README).
 # --lm-weight: for a speech model whose bundle records no decoding.lm_weight (models trained before it existed).
 # --lm-beside true (the default): stage 1 trains the LM (stage 3's work) beside the speech model, each process on
 #   half the CPU threads, as soon as the speech model's tokenizer exists; on 2 cores the speech model keeps ~70% of its
 #   two-thread speed and the LM gets all of its time. false: stage 3 trains it after, with every thread.
 set -euo pipefail
 cd "$(dirname "$0")"
-stage=0; stop_stage=4; config=conf/quick.yaml; exp=""; lm_config=conf/lm.yaml; lm_weight=""; data=data/speech
+stage=0; stop_stage=4; config=conf/quick.yaml; exp=""; lm_config=conf/lm.yaml; lm_weight=""; data=data/speech; beam=4
 synth_args=""; lm_args=""; lm_beside=true
 . ../shared/parse_options.sh
 exp=${exp:-exp/$(basename "$config" .yaml)}
@@ -59,10 +60,10 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "stage 2: evaluate $exp/final (joint CTC/attention beam search)"
+  echo "stage 2: evaluate $exp/final (joint CTC/attention beam search, beam $beam)"
   for split in test_seen test_heldout; do
     echo "== $split"
-    toolkit evaluate --model "$exp/final" --data "$data/$split.jsonl" --beam 4 --out "$exp/eval/$split.json"
+    toolkit evaluate --model "$exp/final" --data "$data/$split.jsonl" --beam "$beam" --out "$exp/eval/$split.json"
   done
 fi
 
@@ -76,7 +77,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   weight=(); [ -n "$lm_weight" ] && weight=(--lm-weight "$lm_weight")
   for split in test_seen test_heldout; do
     echo "== $split"
-    toolkit evaluate --model "$exp/final" --data "$data/$split.jsonl" --beam 4 --lm "$exp/lm/final" "${weight[@]}" \
+    toolkit evaluate --model "$exp/final" --data "$data/$split.jsonl" --beam "$beam" --lm "$exp/lm/final" "${weight[@]}" \
       --out "$exp/eval/lm_$split.json"
   done
 fi
