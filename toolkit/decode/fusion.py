@@ -42,7 +42,7 @@ class ShallowFusion:
         if oov_penalty:
             if lm is None or lm.lexicon is None:
                 raise ValueError("oov_penalty needs a language model whose bundle has a lexicon (lexicon.txt)")
-            self.lexicon = lm.lexicon.scorer(oov_penalty, rows, device)
+            self.lexicon = lm.lexicon.scorer(oov_penalty, rows)
 
     @classmethod
     def create(cls, lm: LanguageModel | None, options: DecodingOptions, rows: int,

@@ -97,9 +97,9 @@ class TokenLexicon:
     def of(cls, lexicon: Lexicon, tokenizer: Tokenizer) -> "TokenLexicon":
         return cls(lexicon, tuple(token_texts(tokenizer)))
 
-    def scorer(self, penalty: float, rows: int, device: torch.device | str = "cpu") -> "LexiconScorer":
+    def scorer(self, penalty: float, rows: int) -> "LexiconScorer":
         """A scorer for `rows` hypotheses that start empty."""
-        return LexiconScorer(self.lexicon, self.texts, penalty, rows, device)
+        return LexiconScorer(self.lexicon, self.texts, penalty, rows)
 
 
 class LexiconScorer:
@@ -111,18 +111,17 @@ class LexiconScorer:
     State: for each hypothesis, the node of its current word: the letters since the last word break (a prefix
     of some lexicon word), or OFF once the word has left the lexicon (already charged). Node ids index a table
     `(nodes, V)` of next nodes and of the number of unknown words each token completes, filled as nodes are met.
+    The tables stay on the CPU; `scores` returns its rows on the device of the tokens it reads.
     """
 
     OFF = 1  # node id of "this word is not in the lexicon (charged)"; 0 is the empty word
 
-    def __init__(self, lexicon: Lexicon, texts: Sequence[str | None], penalty: float, rows: int,
-                 device: torch.device | str = "cpu"):
+    def __init__(self, lexicon: Lexicon, texts: Sequence[str | None], penalty: float, rows: int):
         if not len(lexicon):
             raise ToolkitError("the lexicon is empty: an OOV penalty needs known words")
         self.lexicon = lexicon
         self.texts = list(texts)
         self.penalty = float(penalty)
-        self.device = torch.device(device)
         self._ids: dict[str | None, int] = {"": 0, None: self.OFF}
         self._prefixes: list[str | None] = ["", None]
         vocab = len(self.texts)

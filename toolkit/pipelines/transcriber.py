@@ -128,7 +128,7 @@ class Transcriber:
             oov_penalty = self.oov_penalty if oov_penalty is None else oov_penalty
             if oov_penalty and lm.model.lexicon is None:
                 raise ToolkitError(f"the language model has no lexicon (lexicon.txt) for OOV penalty {oov_penalty:g}: "
-                                   "give oov_penalty 0, or an LM trained with data.lexicon")
+                                   "give oov_penalty 0, or train the LM again")
         elif lm_weight:
             raise ToolkitError("lm_weight needs a language model (lm=)")
         elif oov_penalty:

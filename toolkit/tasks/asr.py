@@ -267,7 +267,7 @@ def evaluate_asr(
         raise ToolkitError(f"{model_dir}: the model has no attention decoder to fuse a language model with")
     if options.oov_penalty and (language_model is None or language_model.lexicon is None):
         raise ToolkitError(f"{lm or model_dir}: no language model with a lexicon (lexicon.txt) for OOV penalty "
-                           f"{options.oov_penalty:g}: give --oov-penalty 0, or an LM trained with data.lexicon")
+                           f"{options.oov_penalty:g}: give --oov-penalty 0, or train the LM again")
     load_errors: dict[str, str] = {}
     texts, _ = transcribe_records(bundle.model, bundle.tokenizer, records, options, progress=True,
                                   load_errors=load_errors, lm=language_model)
