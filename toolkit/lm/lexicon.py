@@ -129,6 +129,7 @@ class LexiconScorer:
         self._unknown = torch.zeros(64, vocab, dtype=torch.float64)
         self._filled = torch.zeros(64, dtype=torch.bool)
         self.state = torch.zeros(rows, dtype=torch.long)  # every hypothesis starts at the empty word
+        self._fill(0)  # from then on every node a hypothesis holds has its row: `scores` fills the ones it reaches
 
     def _node(self, prefix: str | None) -> int:
         node = self._ids.get(prefix)
@@ -171,7 +172,6 @@ class LexiconScorer:
     def scores(self, last: Tensor) -> Tensor:
         """Read each hypothesis's last token `last` `(N,)` (BOS first); return `(N, V)` float64 scores of its next
         tokens: -penalty times the unknown words each one completes (0 or 1, rarely more for a multi-word piece)."""
-        self._fill_missing(self.state)
         self.state = self._next[self.state, last.cpu()]
         self._fill_missing(self.state)
         return (-self.penalty * self._unknown[self.state]).to(last.device)
