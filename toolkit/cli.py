@@ -201,8 +201,13 @@ def cmd_synth(args: argparse.Namespace) -> None:
         from toolkit.data.synth.augment import AugmentConfig
         from toolkit.data.synth.speech import LM_TEXT, SpeechSynthConfig, make_speech_corpus
 
+        probs = dict(args.augment or [])
         if args.voice_shift is not None:
-            sizes["augment"] = AugmentConfig(voice_prob=args.voice_shift)
+            if "voice" in probs:
+                raise ToolkitError("synth speech: give the voice shift once, as --voice-shift P or --augment voice=P")
+            probs["voice"] = args.voice_shift
+        if probs:
+            sizes["augment"] = AugmentConfig(**{f"{kind}_prob": p for kind, p in probs.items()})
         if args.mbrola:
             sizes["mbrola_voices"] = tuple(args.mbrola)
         paths = make_speech_corpus(args.out, SpeechSynthConfig(seed=args.seed, **sizes))
@@ -304,6 +309,20 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+AUGMENT_KINDS = ("noise", "reverb", "speed", "telephone", "voice")  # AugmentConfig's <kind>_prob fields
+
+
+def _augment_prob(text: str) -> tuple[str, float]:
+    """argparse type: KIND=P, an augmentation of `AUGMENT_KINDS` and the share of utterances it applies to."""
+    kind, sep, value = text.partition("=")
+    if not sep or kind not in AUGMENT_KINDS:
+        raise argparse.ArgumentTypeError(f"expected KIND=P with KIND among {', '.join(AUGMENT_KINDS)}, got {text!r}")
+    try:
+        return kind, _weight(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{kind}: expected a share in [0, 1], got {value!r}") from None
 
 
 def _weight(text: str) -> float:
@@ -468,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voice-shift", type=_weight, metavar="P",
                    help="speech: share of training utterances whose pitch and formants are shifted together "
                         "(x 0.85-1.15: the voice of a larger or smaller speaker; default 0)")
+    p.add_argument("--augment", nargs="+", type=_augment_prob, metavar="KIND=P",
+                   help="speech: the share of training utterances each augmentation applies to, for KIND among "
+                        f"{', '.join(AUGMENT_KINDS)} (defaults: noise=0.3 reverb=0.2 speed=0.3 telephone=0.1 "
+                        "voice=0); e.g. --augment noise=0 reverb=0 telephone=0 leaves only speed perturbation")
     p.add_argument("--mbrola", nargs="+", metavar="NAME",
                    help="speech: MBROLA voices to add, spoken by real speakers' diphones (e.g. us1 us2 us3 en1; "
                         "Debian contrib / non-free: apt-get install mbrola mbrola-NAME); 20%% of the utterances")
