@@ -466,15 +466,14 @@ def test_synth_command_sets_the_share_of_each_augmentation(tmp_path):
 
     base = [sys.executable, "-m", "toolkit", "synth", "speech", "--out", str(tmp_path), "--train", "4", "--valid", "1",
             "--test-seen", "1", "--test-heldout", "1", "--workers", "1"]
-    r = subprocess.run(base + ["--augment", "noise=0", "reverb=0", "telephone=0", "speed=1"],
+    r = subprocess.run(base + ["--augment", "noise=0", "reverb=0", "telephone=0", "speed=1", "--voice-shift", "1"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert all(set(row["augment"]) == {"speed"} for row in _rows(tmp_path / "train.jsonl"))
+    assert all(set(row["augment"]) == {"speed", "voice"} for row in _rows(tmp_path / "train.jsonl"))
     augment_record = json.loads((tmp_path / "speech_corpus.json").read_text(encoding="utf-8"))["config"]["augment"]
-    assert (augment_record["noise_prob"], augment_record["speed_prob"], augment_record["voice_prob"]) == (0, 1, 0)
+    assert (augment_record["noise_prob"], augment_record["speed_prob"], augment_record["voice_prob"]) == (0, 1, 1)
     for bad, message in ((["noise=2"], "noise: expected a share in [0, 1], got '2'"),
-                         (["nose=0"], "expected KIND=P with KIND among noise, reverb, speed, telephone, voice"),
-                         (["voice=0.5", "--voice-shift", "0.5"], "give the voice shift once")):
+                         (["voice=0"], "expected KIND=P with KIND among noise, reverb, speed, telephone, got")):
         r = subprocess.run(base + ["--augment"] + bad, capture_output=True, text=True)
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
 

@@ -203,8 +203,6 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
         probs = dict(args.augment or [])
         if args.voice_shift is not None:
-            if "voice" in probs:
-                raise ToolkitError("synth speech: give the voice shift once, as --voice-shift P or --augment voice=P")
             probs["voice"] = args.voice_shift
         if probs:
             sizes["augment"] = AugmentConfig(**{f"{kind}_prob": p for kind, p in probs.items()})
@@ -311,7 +309,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-AUGMENT_KINDS = ("noise", "reverb", "speed", "telephone", "voice")  # AugmentConfig's <kind>_prob fields
+AUGMENT_KINDS = ("noise", "reverb", "speed", "telephone")  # AugmentConfig's <kind>_prob fields (voice: --voice-shift)
 
 
 def _augment_prob(text: str) -> tuple[str, float]:
@@ -489,8 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(x 0.85-1.15: the voice of a larger or smaller speaker; default 0)")
     p.add_argument("--augment", nargs="+", type=_augment_prob, metavar="KIND=P",
                    help="speech: the share of training utterances each augmentation applies to, for KIND among "
-                        f"{', '.join(AUGMENT_KINDS)} (defaults: noise=0.3 reverb=0.2 speed=0.3 telephone=0.1 "
-                        "voice=0); e.g. --augment noise=0 reverb=0 telephone=0 leaves only speed perturbation")
+                        f"{', '.join(AUGMENT_KINDS)} (defaults: noise=0.3 reverb=0.2 speed=0.3 telephone=0.1); "
+                        "e.g. --augment noise=0 reverb=0 telephone=0 leaves only speed perturbation")
     p.add_argument("--mbrola", nargs="+", metavar="NAME",
                    help="speech: MBROLA voices to add, spoken by real speakers' diphones (e.g. us1 us2 us3 en1; "
                         "Debian contrib / non-free: apt-get install mbrola mbrola-NAME); 20%% of the utterances")
