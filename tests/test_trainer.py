@@ -1,6 +1,7 @@
 """The training loop: it learns, logs, checkpoints atomically, resumes exactly, averages, and refuses bad input."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -15,10 +16,12 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from toolkit.config import from_dict
 from toolkit.errors import ToolkitError
+from toolkit.lm.model import LstmLM, LstmLMConfig
 from toolkit.model import build_model
 from toolkit.train import TrainConfig, Trainer, average_checkpoints, latest_checkpoint
 from toolkit.train import checkpoint as ckpt
 from toolkit.train.checkpoint import list_checkpoints, load_trainer_state, prune, save_checkpoint
+from toolkit.train.optim import build_optimizer
 from toolkit.train.schedule import build_scheduler, lr_factor
 
 DIM = 8
@@ -50,6 +53,9 @@ class Toy(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+    def output_layers(self):
+        return [self.net[4]]
 
 
 def mse(model, batch):
@@ -165,6 +171,62 @@ def test_weight_decay_only_on_matrices():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0 and decay["betas"] == (0.8, 0.9)
     assert [p.dim() for p in decay["params"]] == [2, 2]  # the two Linear weights
     assert [p.dim() for p in no_decay["params"]] == [1, 1, 1, 1]  # biases, LayerNorm weight and bias
+
+
+def test_muon_takes_the_hidden_linear_weights_and_adamw_the_rest(tmp_path):
+    model = build_model({
+        "vocab_size": 12, "d_model": 16, "ctc": True,
+        "encoder": {"name": "conformer", "num_layers": 1, "num_heads": 2, "ffn_dim": 32, "n_mels": 20},
+        "decoder": {"num_layers": 1, "num_heads": 2, "ffn_dim": 32, "max_len": 16, "tie_embeddings": False},
+    })
+    cfg = TrainConfig(max_steps=1, optimizer="muon", muon_lr_ratio=2.0, lr=1e-3, weight_decay=0.1)
+    opt = Trainer(model, cfg, tmp_path, [], lambda m, b: {}, None, save_state).optimizer
+    decay, no_decay, muon = opt.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    linear = {n + ".weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    assert {names[id(p)] for p in muon["params"]} == linear - {"ctc_head.proj.weight", "decoder.output.weight"}
+    assert {"decoder.embed.weight", "decoder.output.weight", "ctc_head.proj.weight",
+            "encoder.conformer.blocks.0.conv.depthwise.weight"} <= {names[id(p)] for p in decay["params"]}
+    assert all(p.dim() == 1 for p in no_decay["params"])
+    assert sorted(names[id(p)] for g in opt.param_groups for p in g["params"]) == sorted(names.values())
+    peaks = (muon["initial_lr"], decay["initial_lr"], muon["weight_decay"], decay["weight_decay"])
+    assert peaks == (2e-3, 1e-3, 0.1, 0.1)
+
+    lm = LstmLM(LstmLMConfig(vocab_size=10, embed_dim=8, hidden_dim=8))  # no hidden linear layer: refused
+    with pytest.raises(ToolkitError, match="no trainable linear layers outside its output layers"):
+        build_optimizer(lm, cfg)
+    plain = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    with pytest.raises(ToolkitError, match="does not name its output layers"):
+        build_optimizer(plain, cfg)
+
+
+def test_muon_learns_resumes_exactly_and_refuses_an_adamw_checkpoint(tmp_path):
+    """One schedule drives both optimizers; a run cut at a checkpoint and resumed ends bit for bit where an
+    uninterrupted one does; a checkpoint of an AdamW run does not fit a Muon trainer."""
+    data = regression_data(128)
+    cfg = TrainConfig(max_steps=24, valid_every=8, optimizer="muon", lr=1e-2, warmup_steps=4, log_every=4)
+    loader = DataLoader(data, batch_size=16, shuffle=True)
+
+    def run(out, config, resume=False):
+        t = trainer(out, config, loader)
+        return t, t.fit(resume=resume)
+
+    full, result = run(tmp_path / "full", cfg)
+    losses = [float(r["loss"]) for r in read_log(tmp_path / "full") if r["loss"]]
+    assert result.bad_batches == 0 and losses[-1] < 0.2 * losses[0]
+    decay, no_decay, muon = full.optimizer.param_groups
+    assert decay["lr"] == no_decay["lr"] < 1e-3 and muon["lr"] == pytest.approx(3 * decay["lr"])  # the cosine's end
+    assert [float(r["lr"]) for r in read_log(tmp_path / "full")][0] == pytest.approx(1e-2)  # AdamW's, as logged
+
+    run(tmp_path / "cut", dataclasses.replace(cfg, max_steps=16, schedule_steps=24))
+    resumed, result = run(tmp_path / "cut", cfg, resume=True)
+    assert result.steps == 24
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+    run(tmp_path / "adamw", dataclasses.replace(cfg, optimizer="adamw", max_steps=8))
+    with pytest.raises(ToolkitError, match="does not fit this model or trainer"):
+        run(tmp_path / "adamw", cfg, resume=True)
 
 
 def test_gradient_accumulation_matches_a_larger_batch(tmp_path):

@@ -50,7 +50,7 @@ from typing import Callable  # noqa: E402
 import torch  # noqa: E402
 
 from toolkit.model import build_model  # noqa: E402
-from toolkit.train.trainer import param_groups  # noqa: E402
+from toolkit.train.optim import param_groups  # noqa: E402
 
 Step = Callable[[], float]
 

@@ -115,6 +115,10 @@ class LstmLM(LanguageModel):
         y, (h, c) = self.lstm(x, None if state is None else (state.h, state.c))
         return self.output(self.dropout(y)).float(), LstmState(h, c)
 
+    def output_layers(self) -> list[nn.Module]:
+        """The layer that maps to the vocabulary (`toolkit.train.optim` keeps it on AdamW)."""
+        return [self.output]
+
     def forward(self, tokens: Tensor) -> Tensor:
         return self._logits(tokens, None)[0]
 

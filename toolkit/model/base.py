@@ -85,6 +85,11 @@ class EncoderDecoder(nn.Module):
     def encode(self, x: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         return self.encoder(x, lengths)
 
+    def output_layers(self) -> list[nn.Module]:
+        """The layers that map to the vocabulary (CTC head, untied decoder output), which optimizers treat like
+        embeddings (`toolkit.train.optim`)."""
+        return [m for m in (self.ctc_head, getattr(self.decoder, "output", None)) if m is not None]
+
     def forward(self, x: Tensor, lengths: Tensor | None, tokens: Tensor) -> Tensor:
         if self.decoder is None:
             raise RuntimeError("this model has no attention decoder; use encode() and ctc_head")

@@ -39,6 +39,10 @@ class TrainConfig:
 
     `grad_clip` is the max global gradient norm (<= 0: no clipping; the norm is still checked for inf/NaN).
 
+    Optimizer: `adamw` (weight decay on matrices and kernels only), or `muon`: Muon for the weights of the model's
+    hidden linear layers at a peak learning rate of `muon_lr_ratio * lr` (its update RMS-matched to AdamW's), AdamW
+    for the rest (`toolkit.train.optim`).
+
     `amp: bf16` runs forward and loss under bfloat16 autocast (CPU or GPU); weights, optimizer state and
     gradients stay fp32.
     """
@@ -47,6 +51,8 @@ class TrainConfig:
     max_epochs: int | None = None
     max_minutes: float | None = None
     lr: float = 1e-3
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    muon_lr_ratio: float = 3.0
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     warmup_steps: int = 500
@@ -76,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.muon_lr_ratio <= 0:
+            raise ValueError(f"muon_lr_ratio must be > 0, got {self.muon_lr_ratio}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

@@ -14,7 +14,7 @@ What it writes in `out_dir`:
     best/              model bundle (written by save_model_fn) of the best validation metric
     final/             model bundle of the final weights (or the average of the last `average_last` checkpoints)
 
-Resume (`fit(resume=True)`) restores from the newest checkpoint: weights, AdamW moments, scheduler position,
+Resume (`fit(resume=True)`) restores from the newest checkpoint: weights, optimizer moments, scheduler position,
 update / epoch counters, the position in the epoch, the best metric, the elapsed time and the python / numpy /
 torch (CPU and CUDA) RNG states; the epoch's loader iterator is re-created under the RNG state it was first
 created with (so a `DataLoader(shuffle=True)` or a sampler with `set_epoch` yields the same order) and the
@@ -72,6 +72,7 @@ from toolkit.train.checkpoint import (
 )
 from toolkit.train.config import TrainConfig
 from toolkit.train.distributed import current_world, unused_parameters
+from toolkit.train.optim import build_optimizer
 from toolkit.train.schedule import build_scheduler
 
 LOG_FILE = "train_log.csv"
@@ -172,18 +173,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on matrices / kernels (dim >= 2), none on biases, norms and other vectors."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ToolkitError("the model has no trainable parameters")
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
 
 
 # --------------------------------------------------------------------------------------------- log and plot
@@ -294,7 +283,8 @@ class LossModule(nn.Module):
 
 
 class Trainer:
-    """Trains `model` on `train_loader` with AdamW, warmup + schedule, accumulation, clipping and optional bf16.
+    """Trains `model` on `train_loader`: AdamW or Muon + AdamW (`toolkit.train.optim`), warmup + schedule,
+    accumulation, clipping and optional bf16.
 
     loss_fn(model, batch) -> {"loss": scalar tensor (a mean over the batch), other entries logged};
     validate_fn(model) -> {metric name: value} (called in eval mode under no_grad; None: no validation, no best);
@@ -334,9 +324,7 @@ class Trainer:
         self.save_model_fn = save_model_fn
         self.batch_size_fn = batch_size_fn
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            param_groups(model, config.weight_decay), lr=config.lr, betas=tuple(config.betas)
-        )
+        self.optimizer = build_optimizer(model, config)
         self.scheduler = build_scheduler(self.optimizer, config, self._horizon())
         # progress, saved in checkpoints
         self.step = 0  # optimizer updates taken
