@@ -24,7 +24,8 @@ from toolkit.errors import ToolkitError
 from toolkit.train.config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float, exclude: Collection[int] = frozenset()) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float,
+                 exclude: Collection[int] = frozenset()) -> list[dict[str, Any]]:
     """AdamW groups: weight decay on matrices / kernels (dim >= 2), none on biases, norms and other vectors.
 
     exclude: ids of parameters left out (the ones another optimizer updates)."""
@@ -69,24 +70,24 @@ class MuonWithAdamW(torch.optim.Optimizer):
         super().__init__(self._groups(), {})
 
     def _groups(self) -> list[dict[str, Any]]:
-        return (self.adamw.param_groups if self.adamw else []) + self.muon.param_groups
+        return (self.adamw.param_groups if self.adamw is not None else []) + self.muon.param_groups
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
         if closure is not None:
             raise ValueError("MuonWithAdamW.step takes no closure")
         self.muon.step()
-        if self.adamw:
+        if self.adamw is not None:
             self.adamw.step()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw else None}
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict() if self.adamw is not None else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if set(state_dict) != {"muon", "adamw"}:
             raise ValueError("not the state of a Muon + AdamW optimizer (a checkpoint of another optimizer?)")
         self.muon.load_state_dict(state_dict["muon"])
-        if self.adamw:
+        if self.adamw is not None:
             self.adamw.load_state_dict(state_dict["adamw"])
         self.param_groups = self._groups()  # loading replaced each optimizer's group dicts
 
