@@ -1,15 +1,18 @@
-"""Long-form media input: streaming decode (`toolkit.media.stream`), voice activity detection (`vad`) and chunk
-planning (`chunks`). Every input is made here: tones and noise with numpy, speech with espeak-ng, video
-containers with PyAV."""
+"""Long-form media input: streaming decode on the file's timeline (`toolkit.media.stream`, with `load_audio`),
+voice activity detection (`vad`) and chunk planning (`chunks`). Every input is made here: tones and noise with
+numpy, speech with espeak-ng, video containers with PyAV (and the ffmpeg CLI where installed), late or damaged
+audio tracks by remuxing a video's packets (`remux`)."""
 
 from __future__ import annotations
 
 import io
+import logging
 import re
 import shutil
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -18,7 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from toolkit.data.audio import AudioLoadError, load_audio, resample
+from toolkit.data.audio import AudioLoadError, audio_duration, load_audio, resample
 from toolkit.errors import ConfigError
 from toolkit.media import (
     EnergyVad,
@@ -64,8 +67,9 @@ def chords(seconds: float, staccato: bool) -> np.ndarray:
 
 
 def write_video(path: Path, video_codec: str, audio_codec: str | None, video_seconds: float = 2.0,
-                audio_seconds: float = 2.0, rate: int = 48000) -> None:
-    """A 32x32, 10 fps video stream and (unless `audio_codec` is None) a stereo 440 Hz tone at amplitude 0.3."""
+                audio_seconds: float = 2.0, rate: int = 48000, wave: np.ndarray | None = None) -> None:
+    """A 32x32, 10 fps video stream and (unless `audio_codec` is None) a stereo 440 Hz tone at amplitude 0.3, or
+    `wave` (mono, at `rate`) on both channels."""
     with av.open(str(path), "w") as container:
         video = container.add_stream(video_codec, rate=10)
         video.width = video.height = 32
@@ -81,7 +85,7 @@ def write_video(path: Path, video_codec: str, audio_codec: str | None, video_sec
         for packet in video.encode():
             container.mux(packet)
         if audio is not None:
-            wave = tone(audio_seconds, rate)
+            wave = tone(audio_seconds, rate) if wave is None else wave
             step = audio.codec_context.frame_size or 1024
             for start in range(0, wave.size, step):
                 piece = np.ascontiguousarray(np.stack([wave[start:start + step]] * 2))
@@ -91,6 +95,46 @@ def write_video(path: Path, video_codec: str, audio_codec: str | None, video_sec
                     container.mux(packet)
             for packet in audio.encode():
                 container.mux(packet)
+
+
+def remux(src: Path, dst: Path, delay: float = 0.0, damage: Callable[[int, int], bool] = lambda i, n: False) -> None:
+    """Copy the packets of `src` into `dst` with PyAV, no re-encoding: the audio ones `delay` seconds later, and
+    those where `damage(index, count)` holds (index among the `count` audio packets) replaced by as many random
+    bytes (seed 0)."""
+    rng = np.random.default_rng(0)
+    with av.open(str(src)) as source:
+        count = sum(1 for packet in source.demux(audio=0) if packet.size)
+    with av.open(str(src)) as source, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams if s.type in ("audio", "video")}
+        audio, index = source.streams.audio[0].index, 0
+        for packet in source.demux():
+            if packet.dts is None:  # the demuxer's end-of-stream marker
+                continue
+            stream = streams[packet.stream.index]
+            if packet.stream.index == audio:
+                if damage(index, count):
+                    garbage = av.Packet(rng.integers(0, 256, packet.size, np.uint8).tobytes())
+                    garbage.pts, garbage.dts, garbage.duration, garbage.time_base = (
+                        packet.pts, packet.dts, packet.duration, packet.time_base)
+                    packet = garbage
+                shift = round(delay / packet.time_base)
+                packet.pts, packet.dts, index = packet.pts + shift, packet.dts + shift, index + 1
+            packet.stream = stream
+            out.mux(packet)
+
+
+def bursts(rate: int) -> np.ndarray:
+    """3 s of digital silence with two 0.2 s bursts of a 1 kHz tone (amplitude 0.5), starting at 0.5 s and 2.0 s."""
+    wave = np.zeros(3 * rate, np.float32)
+    for start in (0.5, 2.0):
+        burst = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(rate // 5) / rate)
+        wave[round(start * rate):round(start * rate) + burst.size] = burst
+    return wave
+
+
+def onset(wave: np.ndarray, after: float = 0.0) -> float:
+    """Seconds (at SR) of the first sample from `after` on whose magnitude passes 0.05."""
+    return after + np.flatnonzero(np.abs(wave[round(after * SR):]) > 0.05)[0] / SR
 
 
 def assert_one_line_error(excinfo: pytest.ExceptionInfo, path: Path, reason: str) -> None:
@@ -212,7 +256,7 @@ def test_unreadable_files_are_one_line_errors(tmp_path):
         assert_one_line_error(excinfo, path, reason)
 
 
-@pytest.mark.parametrize("suffix,reason", [(".flac", "decoding failed at"), (".mp3", "decoding stopped at"),
+@pytest.mark.parametrize("suffix,reason", [(".flac", "decoding stopped at"), (".mp3", "decoding stopped at"),
                                            (".mkv", "the streams stop at")])
 def test_stream_cut_short_fails_midway_naming_the_time(tmp_path, suffix, reason):
     path = tmp_path / f"long{suffix}"
@@ -250,6 +294,86 @@ def test_read_spans_returns_exact_samples(tmp_path):
         list(read_spans(path, [(1.0, 2.0), (10.5, 11.0)]))
     with pytest.raises(AudioLoadError, match="past the end"):
         list(read_spans(path, [(9.0, 11.0)]))
+
+
+# ------------------------------------------------------------------------------------------------ timeline
+
+
+@pytest.mark.parametrize("maker", ["pyav", "ffmpeg"])
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_audio_starting_after_the_video_keeps_its_place_on_the_timeline(tmp_path, suffix, maker):
+    """Sound that starts 2 s after the picture: silence first, then every sound at its time in the file (AAC's
+    priming frame starts ~21 ms before 2.0 s and holds the lead-in, so nothing moves by it)."""
+    path = tmp_path / f"late{suffix}"
+    if maker == "pyav":  # written at 0, then its packets moved 2 s later
+        write_video(tmp_path / f"on_time{suffix}", "mpeg4", "aac", video_seconds=5.0, wave=bursts(48000))
+        remux(tmp_path / f"on_time{suffix}", path, delay=2.0)
+    else:
+        if shutil.which("ffmpeg") is None:
+            pytest.skip("ffmpeg is not installed")
+        sf.write(tmp_path / "bursts.wav", bursts(48000), 48000)
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=32x32:rate=10:duration=5",
+                        "-itsoffset", "2", "-i", str(tmp_path / "bursts.wav"), "-c:v", "mpeg4", "-c:a", "aac",
+                        str(path)], check=True)
+    info = probe_media(path)
+    assert info.start == pytest.approx(2.0, abs=0.03) and info.duration == pytest.approx(5.0, abs=0.05)
+    assert audio_duration(path) == pytest.approx(5.0, abs=0.05)
+    streamed, loaded = np.concatenate(list(stream_audio(path, block_seconds=0.7))), load_audio(path)
+    for wave in (streamed, loaded):
+        assert wave.size / SR == pytest.approx(5.0, abs=0.05)
+        assert not wave[:round(1.95 * SR)].any()  # exact zeros before the sound starts
+        assert onset(wave) == pytest.approx(2.5, abs=0.01) and onset(wave, 3.0) == pytest.approx(4.0, abs=0.01)
+    [span] = read_spans(path, [(2.4, 2.6)])
+    assert onset(span) == pytest.approx(0.1, abs=0.01)
+
+
+@pytest.mark.parametrize("suffix,video_codec,audio_codec", [
+    (".mkv", "mpeg4", "aac"),  # timestamps rounded to 1 ms: frames start up to 0.7 ms off the samples' count
+    (".webm", "libvpx", "libopus"),  # and a 648-sample first frame after Opus's pre-skip
+    (".mkv", "mpeg4", "libmp3lame"),  # a 47-sample first frame after the encoder delay
+    (".mp4", "mpeg4", "aac"),  # priming cut by the edit list
+])
+def test_audio_without_an_offset_decodes_sample_for_sample(tmp_path, suffix, video_codec, audio_codec):
+    """Rounded timestamps and codec priming stay under the gap tolerance: at its own rate a file decodes to exactly
+    the samples of PyAV's frames, nothing inserted."""
+    path = tmp_path / f"clip{suffix}"
+    write_video(path, video_codec, audio_codec, audio_seconds=3.0)
+    with av.open(str(path)) as container:
+        frames = [frame.to_ndarray() for frame in container.decode(audio=0)]  # (2, n) float32 planes
+    np.testing.assert_array_equal(load_audio(path, 48000), np.concatenate(frames, axis=1).mean(axis=0))
+    assert probe_media(path).start == 0.0
+
+
+@pytest.mark.parametrize("suffix,audio_codec,lost", [(".mp4", "aac", 0.021), (".mkv", "flac", 0.096)])
+def test_a_damaged_audio_packet_is_skipped_and_filled_with_silence(tmp_path, caplog, suffix, audio_codec, lost):
+    clean, path = tmp_path / f"clean{suffix}", tmp_path / f"damaged{suffix}"
+    write_video(clean, "mpeg4", audio_codec, video_seconds=3.0, wave=bursts(48000))
+    remux(clean, path, damage=lambda i, n: i == n // 2)  # ~1.5 s: garbage the decoder refuses
+    caplog.set_level(logging.WARNING)
+    streamed = np.concatenate(list(stream_audio(path, block_seconds=0.7)))
+    [warning] = caplog.records
+    message = warning.getMessage()
+    assert re.fullmatch(rf"{re.escape(str(path))}: 1 undecodable audio packet skipped, {lost:.3f} s of audio lost "
+                        r"\(filled with silence; first at 1\.[45]\d s\)", message), message
+    loaded = load_audio(path)
+    assert caplog.records == [warning]  # one warning per file
+    shutil.copy(path, tmp_path / f"copy{suffix}")
+    np.testing.assert_array_equal(load_audio(tmp_path / f"copy{suffix}"), loaded)
+    assert caplog.records[1].getMessage() == message.replace(str(path), str(tmp_path / f"copy{suffix}"))
+    for wave, reference in ((streamed, np.concatenate(list(stream_audio(clean)))), (loaded, load_audio(clean))):
+        assert wave.size == reference.size  # the whole duration, the lost packet's time filled
+        outside = np.r_[:round(1.3 * SR), round(1.8 * SR):wave.size]  # the packet, and a frame's overlap each side
+        np.testing.assert_allclose(wave[outside], reference[outside], atol=1e-6)  # all the rest in its place
+        assert onset(wave, 1.8) == pytest.approx(2.0, abs=0.01)
+    assert np.abs(streamed[:loaded.size] - loaded[:streamed.size]).max() < 0.02
+
+    remux(clean, path, damage=lambda i, n: True)
+    caplog.clear()
+    for read in (lambda p: next(stream_audio(p)), load_audio):
+        with pytest.raises(AudioLoadError) as excinfo:
+            read(path)
+        assert_one_line_error(excinfo, path, "corrupt: none of its")
+    assert not caplog.records
 
 
 # ------------------------------------------------------------------------------------------------- vad

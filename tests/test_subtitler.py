@@ -7,9 +7,12 @@ quality and timing figures come from tests/benchmarks/subtitle_timing.py with a 
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +173,50 @@ def test_mux_without_ffmpeg_says_how_to_install_it(bundle, tmp_path, monkeypatch
     assert main(["subtitle", str(wav), "--model", str(bundle), "--mux", str(tmp_path / "a.mkv"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "apt-get install ffmpeg" in err[0]
+
+
+# ---------------------------------------------------------------------- the timeline of a video's audio track
+# A video whose sound starts after its picture, and one with an audio packet its decoder refuses: the cues stay on
+# the video's timeline. Both are the demo video with its packets moved / damaged by `remux` (no re-encoding).
+
+from test_media import remux  # noqa: E402 - the PyAV remuxer of the media tests
+
+
+@pytest.fixture(scope="module")
+def demo_video(recording, tmp_path_factory) -> Path:
+    return make_demo_video(recording[0], tmp_path_factory.mktemp("video") / "demo.mp4", size=(64, 48))
+
+
+@needs_espeak
+def test_cues_of_a_video_whose_sound_starts_late_are_on_the_videos_timeline(bundle, recording, demo_video,
+                                                                            tmp_path, fixed_transcript):
+    pytest.importorskip("silero_vad")  # the energy detector takes a noise stretch's onset for speech: 0.6 s early
+    late = tmp_path / "late.mp4"
+    remux(demo_video, late, delay=2.0)
+    options = SubtitleOptions(vad=VadConfig(backend="silero"), max_chunk=6.0, merge_gap=0.0)
+    result = Subtitler.from_pretrained(bundle, options).subtitle(late)
+    truth = [replace(s, start=s.start + 2.0, end=s.end + 2.0) for s in recording[1]]
+    report = timing_report(result.cues, truth, options.rules)
+    assert report["missed_utterances"] == 0 and report["cues_in_nonspeech"] == 0
+    assert report["start_error_max"] <= 0.05, report
+    assert result.duration == pytest.approx(truth[-1].end, abs=0.05)
+
+
+@needs_espeak
+def test_video_with_a_damaged_audio_packet_is_subtitled_with_a_warning(bundle, demo_video, tmp_path,
+                                                                       fixed_transcript, caplog):
+    damaged = tmp_path / "damaged.mp4"
+    remux(demo_video, damaged, damage=lambda i, n: i == n // 2)  # an AAC packet (64 ms at 16 kHz) mid-file
+    cues = {}
+    for name, video in (("clean", demo_video), ("damaged", damaged)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert main(["subtitle", str(video), "--model", str(bundle), "-o", str(tmp_path / f"{name}.srt"),
+                         "--quiet"]) == 0
+        cues[name] = list(srt.parse((tmp_path / f"{name}.srt").read_text()))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings  # one, though the subtitler reads the audio twice
+    assert re.fullmatch(rf"{re.escape(str(damaged))}: 1 undecodable audio packet skipped, 0\.064 s of audio lost "
+                        r"\(filled with silence; first at \d+\.\d\d s\)", warnings.pop())
+    starts = [[c.start.total_seconds() for c in cues[name]] for name in ("clean", "damaged")]
+    assert starts[0] and starts[1] == pytest.approx(starts[0], abs=0.05)  # later cues in place

@@ -14,17 +14,25 @@ count is averaged to mono, and any sample rate is resampled with `torchaudio.fun
 the same for both decoders). NaN / inf samples are REFUSED (an `AudioLoadError`), never replaced: a file holding
 them is broken, and zeros in their place would train on silence labelled with speech.
 
+PyAV puts a container's audio on the file's own timeline (`_AvAudio`, which `toolkit.media.stream` streams with
+too): sample n lies n / rate seconds after the container's start, so audio that starts after the picture begins
+with that much silence, and an `offset` means the same second of a video as its picture does. An audio packet the
+decoder refuses is skipped and its time filled with silence, as FFmpeg does; one warning per file names the count
+and the seconds lost.
+
 Every failure is an `AudioLoadError` whose one-line message names the path and the reason: missing, a folder,
 empty (0 bytes), no samples (0 frames), truncated (a WAV or a container whose header announces more audio than the
-file holds, or a stream that stops decoding), corrupt, not audio, a video without an audio track, non-finite
-samples, a segment past the end of the file. A segment `end` that overshoots the audio by at most
-`MAX_OVERSHOOT` seconds is clipped to it (Kaldi's `extract-segments` rule); more is an error.
+file holds, or a stream that stops decoding), corrupt (not one audio packet decodes), not audio, a video without
+an audio track, non-finite samples, a segment past the end of the file. A segment `end` that overshoots the audio
+by at most `MAX_OVERSHOOT` seconds is clipped to it (Kaldi's `extract-segments` rule); more is an error.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +42,13 @@ import torch
 from toolkit.errors import ToolkitError
 
 PathLike = str | os.PathLike[str]
+log = logging.getLogger(__name__)
 MAX_OVERSHOOT = 0.5  # seconds a segment end may pass the end of its audio (clipped), as Kaldi's extract-segments
+# Seconds a decoded frame may start past the end of the audio before it with no silence put in between: above the
+# 1 ms rounding of Matroska / WebM timestamps (frames seen up to 0.7 ms ahead; codec priming only ever starts early),
+# below one lost AAC / MP3 / Opus packet (10 to 64 ms), so that timestamps never shift the audio by more than this.
+GAP_TOLERANCE = 0.005
+_WARNED: set[tuple[str, int, float | None]] = set()  # (path, packets skipped, first time) of the warnings given
 # Suffixes decoded by PyAV directly (libsndfile cannot read these containers).
 CONTAINER_SUFFIXES = frozenset(
     {".mp4", ".m4a", ".m4b", ".mkv", ".mka", ".webm", ".mov", ".avi", ".aac", ".wma", ".wmv", ".3gp", ".ts",
@@ -204,36 +218,175 @@ def _av_open(path: PathLike, hint: _NotForSoundfile | None):  # -> av container 
     return container
 
 
-def _read_av(path: PathLike, hint: _NotForSoundfile | None) -> tuple[np.ndarray, int]:
-    """`(frames, channels)` float32 + sample rate of the first audio stream, decoded whole with FFmpeg."""
-    av = _import_av(path, hint)
+def _shape(frame) -> tuple[str, str, int]:
+    """What an `av.AudioResampler` needs to stay the same from frame to frame: format, layout, rate."""
+    return frame.format.name, frame.layout.name, frame.sample_rate
 
-    container = _av_open(path, hint)
-    with container:
-        stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp")  # same layout and rate as the stream: only the sample format
-        chunks: list[np.ndarray] = []
-        rate = 0
+
+def _stream_start(container, stream) -> float:
+    """Seconds from the container's start to the audio stream's start, from the headers (0 when none says)."""
+    import av
+
+    if stream.start_time is None or not stream.time_base:
+        return 0.0
+    return max(0.0, float(stream.start_time * stream.time_base) - (container.start_time or 0) / av.time_base)
+
+
+def _announced_duration(container, stream) -> float | None:
+    """Seconds of audio the file promises: the stream's own duration, else the container's when nothing but audio
+    is inside (a video's container duration may be the video's). None when no header says."""
+    import av
+
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration and not container.streams.video:
+        return container.duration / av.time_base
+    return None
+
+
+def _announced_end(container, stream) -> float | None:
+    """Where the audio ends on the file's timeline by its headers (`_stream_start` + `_announced_duration`)."""
+    duration = _announced_duration(container, stream)
+    return None if duration is None else _stream_start(container, stream) + duration
+
+
+class _AvAudio:
+    """The first audio stream of an open container, decoded onto the file's timeline.
+
+    Iterating yields `(channels, n)` float32 pieces at `rate` Hz (None: the stream's own rate, kept in `rate` once
+    known) such that sample k of their concatenation lies k / rate seconds after the container's start
+    (`container.start_time`: MPEG-TS starts at large values, so no absolute time is ever used). Wherever a decoded
+    frame starts (`frame.time`) more than `GAP_TOLERANCE` seconds after the audio so far ends, silence fills the gap
+    first: a stream that starts after the container (sound 2 s after the picture), packets lost. Frames that start
+    early (codec priming, millisecond-rounded timestamps) are kept whole, never trimmed.
+
+    A packet the decoder refuses is skipped: counted in `skipped`, its duration added to `lost` (seconds), the first
+    one's time kept in `first_skip`. The next frame's gap fills its place; skipped packets after the last frame pad
+    the end to where they end. When the iteration ends (or is abandoned) after skips, a warning names the file, the
+    count, the seconds lost and the first time, once per process (a second pass over the file, as the subtitler
+    makes, or the next epoch's read repeats nothing); when no frame decodes at all it raises `AudioLoadError`.
+    Every stream's packets are demuxed (only the audio ones decoded) and `reached` records how far they go on the
+    timeline, so that `truncation()` can tell a container cut short from a video whose audio simply ends early.
+    """
+
+    def __init__(self, path: PathLike, container, rate: int | None = None) -> None:
+        import av
+
+        self.path, self.container, self.stream, self.rate = path, container, container.streams.audio[0], rate
+        # rate and sample format only: FFmpeg's own downmix weighs each channel 1/sqrt(2), not 1/channels
+        self.resampler = av.AudioResampler(format="fltp", rate=rate)
+        self.origin = (container.start_time or 0) / av.time_base  # seconds: where the timeline's 0 is
+        self.end = 0.0  # seconds on the timeline the audio so far (silence included) reaches
+        self.reached = 0.0  # seconds on the timeline the packets of any stream reach
+        self.frames = self.skipped = 0
+        self.lost, self.first_skip = 0.0, None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import av
+
+        audio, error = self.stream.index, ""
+        template, layout = None, None  # the latest frame (what silence looks like); the first one's channel layout
+        skip_end = None  # where the packets skipped since the last frame end on the timeline
         try:
-            for frame in container.decode(stream):
-                rate = rate or frame.sample_rate
-                chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray() for f in resampler.resample(None))
+            for packet in self.container.demux():
+                start = None
+                if packet.pts is not None and packet.time_base:
+                    start = float(packet.pts * packet.time_base) - self.origin
+                    self.reached = max(self.reached, start + float((packet.duration or 0) * packet.time_base))
+                if packet.stream.index != audio:
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as e:  # a damaged packet: FFmpeg skips it and goes on, and so do we
+                    if packet.size:
+                        at = self.end if start is None else start
+                        duration = float((packet.duration or 0) * packet.time_base) if packet.time_base else 0.0
+                        self.skipped, self.lost, error = self.skipped + 1, self.lost + duration, error or _first_line(e)
+                        self.first_skip = at if self.first_skip is None else self.first_skip
+                        skip_end = at + duration if skip_end is None else max(skip_end, at + duration)
+                    continue
+                for frame in frames:
+                    if not frame.samples:
+                        continue
+                    if template is not None and _shape(frame) != _shape(template):
+                        # a mid-stream change of rate / layout / format: FFmpeg reconfigures its filters, and so
+                        # do we, keeping the output's rate and channels
+                        yield from self._emit(None)
+                        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate)
+                    template, skip_end = frame, None
+                    layout, self.rate = layout or frame.layout, self.rate or frame.sample_rate
+                    if frame.time is not None:
+                        yield from self._silence(template, frame.time - self.origin)
+                    yield from self._emit(frame)
+                    self.frames += 1
+                    self.end += frame.samples / frame.sample_rate
+            if template is not None and skip_end is not None:
+                yield from self._silence(template, skip_end)
+            yield from self._emit(None)
+            if not self.frames:
+                raise AudioLoadError(self.path, f"corrupt: none of its {self.skipped} audio packets decodes "
+                                                f"(ffmpeg: {error})" if self.skipped else "no audio samples (0 frames)")
+        finally:
+            warned = (str(self.path), self.skipped, self.first_skip)
+            if self.skipped and self.frames and warned not in _WARNED:
+                _WARNED.add(warned)
+                log.warning("%s: %d undecodable audio packet%s skipped, %.3f s of audio lost (filled with silence; "
+                            "first at %.2f s)", self.path, self.skipped, "s"[:self.skipped != 1], self.lost,
+                            self.first_skip)
+
+    def _emit(self, frame) -> Iterator[np.ndarray]:
+        """Resample `frame` (None: flush) -> `(channels, n)` float32 pieces."""
+        for out in self.resampler.resample(frame):
+            yield out.to_ndarray()
+
+    def _silence(self, like, until: float) -> Iterator[np.ndarray]:
+        """Zeros from `self.end` to `until` (seconds on the timeline) when that gap passes `GAP_TOLERANCE`, made as
+        frames shaped like the frame `like` (format, layout, rate) and at most a second each."""
+        import av
+
+        rate = like.sample_rate
+        missing = round((until - self.end) * rate) if until - self.end > GAP_TOLERANCE else 0
+        fill = b"\x80" if like.format.name.startswith("u8") else b"\0"  # unsigned 8-bit silence is 128
+        while missing > 0:
+            n = min(missing, rate)
+            silence = av.AudioFrame(format=like.format.name, layout=like.layout, samples=n)
+            silence.sample_rate = rate
+            for plane in silence.planes:
+                plane.update(fill * plane.buffer_size)
+            yield from self._emit(silence)
+            missing -= n
+            self.end += n / rate
+
+    def truncation(self) -> str | None:
+        """Why the file looks cut short once iterated, or None: the audio stream announces more than decoded, or
+        (with video) the container announces more than any stream's packets reach."""
+        import av
+
+        announced = _announced_end(self.container, self.stream)
+        if announced is not None and self.end < announced - max(0.2, 0.02 * announced):
+            return f"truncated: decoding stopped at {self.end:.2f} s, the file announces audio up to {announced:.2f} s"
+        if self.container.duration and self.container.streams.video:
+            total = self.container.duration / av.time_base
+            if self.reached < total - max(1.0, 0.02 * total):
+                return f"truncated: the streams stop at {self.reached:.2f} s, the container announces {total:.2f} s"
+        return None
+
+
+def _read_av(path: PathLike, hint: _NotForSoundfile | None) -> tuple[np.ndarray, int]:
+    """`(frames, channels)` float32 + sample rate of the first audio stream on the file's timeline (`_AvAudio`, at
+    its own rate), decoded whole with FFmpeg."""
+    with _av_open(path, hint) as container:
+        track = _AvAudio(path, container)
+        try:
+            chunks = list(track)
+        except AudioLoadError:
+            raise
         except Exception as e:  # noqa: BLE001 - a stream that stops decoding
             raise AudioLoadError(path, f"truncated or corrupt (ffmpeg: {_first_line(e)})") from None
-        announced = None
-        if stream.duration and stream.time_base:
-            announced = float(stream.duration * stream.time_base)
-        elif container.duration and not container.streams.video:
-            announced = container.duration / av.time_base
-    data = np.concatenate(chunks, axis=1).T if chunks else np.zeros((0, 1), np.float32)
-    if data.shape[0] == 0 or not rate:
-        raise AudioLoadError(path, "no audio samples (0 frames)")
-    decoded = data.shape[0] / rate
-    if announced is not None and decoded < announced - max(0.2, 0.02 * announced):
-        raise AudioLoadError(path, f"truncated: the container announces {announced:.2f} s of audio, "
-                                   f"only {decoded:.2f} s decode")
-    return np.ascontiguousarray(data, dtype=np.float32), rate
+        truncated = track.truncation()
+    if truncated:
+        raise AudioLoadError(path, truncated)
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1).T, dtype=np.float32), int(track.rate)
 
 
 def resample(wave: np.ndarray, orig: int, new: int) -> np.ndarray:
@@ -276,9 +429,10 @@ def load_audio(path: PathLike, sample_rate: int = 16000, offset: float = 0.0, en
 
 
 def audio_duration(path: PathLike) -> float:
-    """Duration of `path` in seconds, from the header where possible (soundfile.info; PyAV's stream / container
-    duration for containers), decoding only when no header says it. Raises `AudioLoadError` like `load_audio`
-    (including for 0 frames and a truncated WAV)."""
+    """Duration of `path` in seconds, the length of what `load_audio` returns: from the header where possible
+    (soundfile.info; for containers, where PyAV's stream start + duration, or the container's duration, puts the
+    audio's end on the file's timeline), decoding only when no header says it. Raises `AudioLoadError` like
+    `load_audio` (including for 0 frames and a truncated WAV)."""
     _check_file(path)
     hint = None
     if Path(path).suffix.lower() not in CONTAINER_SUFFIXES:
@@ -296,12 +450,9 @@ def audio_duration(path: PathLike) -> float:
             if info.frames <= 0 or info.samplerate <= 0:
                 raise AudioLoadError(path, "no audio samples (0 frames)")
             return info.frames / info.samplerate
-    av = _import_av(path, hint)
     with _av_open(path, hint) as container:
-        stream = container.streams.audio[0]
-        if stream.duration and stream.time_base:
-            return float(stream.duration * stream.time_base)
-        if container.duration and not container.streams.video:
-            return container.duration / av.time_base
+        end = _announced_end(container, container.streams.audio[0])
+    if end is not None:
+        return end
     data, rate = _read_av(path, hint)
     return data.shape[0] / rate

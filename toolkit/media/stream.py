@@ -12,12 +12,19 @@ decoded). `av.AudioResampler` converts it to planar float32 at the requested rat
 sinc) and the channels are averaged, as `load_audio` does (FFmpeg's own downmix would weigh each 1/sqrt(2)). Memory
 is O(block): nothing keeps the whole waveform, so an hour of audio costs what a block costs.
 
+All times are on the file's own timeline, 0 being the container's start: sample n of what `stream_audio` yields
+lies n / sample_rate seconds into the file, and spans and `MediaInfo` times use the same clock. Audio that starts
+after the container (sound 2 s after the picture) is preceded by silence, and so is every frame that starts past
+the audio before it (the decoding is `toolkit.data.audio._AvAudio`, shared with `load_audio`). An audio packet the
+decoder refuses is skipped and its time filled with silence, as FFmpeg does; one warning per file says how many
+packets and seconds were lost.
+
 Failures are `AudioLoadError`s with a one-line message naming the file, with the reasons `load_audio` gives for
-the same file: missing, empty, not media, no audio track, no samples. A stream that breaks while decoding (a
-decoder error, NaN / inf samples, fewer samples than the audio stream announces, or a video container whose
-streams stop well before the duration it announces) raises when that is found, naming the time reached; blocks
-already yielded stay valid. A truncated WAV is refused from its header before any block. Formats that announce no
-length (Ogg, raw AAC) cannot reveal a truncation at the end and simply stop there.
+the same file: missing, empty, not media, no audio track, no samples, no audio packet that decodes. A stream that
+breaks while decoding (a demuxer error, NaN / inf samples, less audio than the audio stream announces, or a video
+container whose streams stop well before the duration it announces) raises when that is found, naming the time
+reached; blocks already yielded stay valid. A truncated WAV is refused from its header before any block. Formats
+that announce no length (Ogg, raw AAC) cannot reveal a truncation at the end and simply stop there.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ from toolkit.data.audio import (
     MAX_OVERSHOOT,
     AudioLoadError,
     PathLike,
+    _announced_end,
     _av_open,
+    _AvAudio,
     _check_file,
     _first_line,
     _import_av,
+    _stream_start,
     _wav_truncation,
 )
 
@@ -43,12 +53,15 @@ __all__ = ["MediaInfo", "probe_media", "read_spans", "stream_audio"]
 
 @dataclass
 class MediaInfo:
-    """What a media file holds, read from its headers.
+    """What a media file holds, read from its headers. Times are seconds on the file's timeline (0 = the container's
+    start), the one `stream_audio` yields samples on.
 
-    duration:     seconds of the first audio stream: from its header, else the container's duration when it holds
-                  video, else decoded and counted
+    duration:     where the first audio stream ends: its start + its length from the headers, else the container's
+                  duration when it holds video, else decoded and counted
     sample_rate:  its native rate in Hz; channels: its channel count; codec: FFmpeg's decoder name ("aac", "flac")
     has_video:    the file also holds a video stream (cover art attached to an audio file does not count)
+    start:        where the audio stream starts by its header (2.0 for sound that begins 2 s after the picture; a
+                  few ms less with codec priming); `stream_audio` yields silence before it
     """
 
     path: str
@@ -57,6 +70,7 @@ class MediaInfo:
     channels: int
     codec: str
     has_video: bool
+    start: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -77,62 +91,9 @@ def _has_video(container) -> bool:
     return any(not (s.disposition & av.stream.Disposition.attached_pic) for s in container.streams.video)
 
 
-def _announced_duration(container, stream) -> float | None:
-    """Seconds of audio the file promises: the stream's own duration, else the container's when nothing but audio
-    is inside (a video's container duration may be the video's). None when no header says."""
-    import av
-
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration and not container.streams.video:
-        return container.duration / av.time_base
-    return None
-
-
-def _to_mono(frame) -> np.ndarray:
-    """A planar float32 frame -> `(n,)` float32, the mean of its channels."""
-    planes = frame.to_ndarray()  # (channels, n)
+def _to_mono(planes: np.ndarray) -> np.ndarray:
+    """`(channels, n)` float32 -> `(n,)` float32, the mean of its channels."""
     return planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32)
-
-
-class _AudioTrack:
-    """Iterating it yields the first audio stream of an open container as `(n,)` float32 mono pieces at `rate` Hz,
-    frame by frame. Every stream's packets are demuxed (only the audio ones decoded) and `reached` records how far
-    in seconds they go, so a container cut short can be told from a video whose audio simply ends early."""
-
-    def __init__(self, container, stream, rate: int) -> None:
-        import av
-
-        self.container, self.stream = container, stream
-        # rate and sample format only: FFmpeg's own downmix weighs each channel 1/sqrt(2), not 1/channels
-        self.resampler = av.AudioResampler(format="fltp", rate=rate)
-        self.reached = 0.0
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for packet in self.container.demux():
-            if packet.pts is not None and packet.time_base:
-                self.reached = max(self.reached, float((packet.pts + (packet.duration or 0)) * packet.time_base))
-            if packet.stream.index == self.stream.index:
-                for frame in packet.decode():
-                    for out in self.resampler.resample(frame):
-                        yield _to_mono(out)
-        for out in self.resampler.resample(None):
-            yield _to_mono(out)
-
-    def truncation(self, decoded: float) -> str | None:
-        """Why the file looks cut short after `decoded` seconds of audio, or None: the audio stream announces more
-        than decoded, or (with video) the container announces more than any stream's packets reach."""
-        import av
-
-        announced = _announced_duration(self.container, self.stream)
-        if announced is not None and decoded < announced - max(0.2, 0.02 * announced):
-            return f"truncated: decoding stopped at {decoded:.2f} s, the file announces {announced:.2f} s of audio"
-        if self.container.duration and self.container.streams.video:
-            total = self.container.duration / av.time_base
-            reached = self.reached - (self.container.start_time or 0) / av.time_base
-            if reached < total - max(1.0, 0.02 * total):
-                return f"truncated: the streams stop at {reached:.2f} s, the container announces {total:.2f} s"
-        return None
 
 
 def _block_samples(block_seconds: float, sample_rate: int) -> int:
@@ -155,12 +116,12 @@ def probe_media(path: PathLike) -> MediaInfo:
     av = _import_av(path, None)
     with _open_container(path) as container:
         stream = container.streams.audio[0]
-        duration = _announced_duration(container, stream)
+        duration = _announced_end(container, stream)
         if duration is None and container.duration:  # a video container: its overall length
             duration = container.duration / av.time_base
         info = MediaInfo(path=str(path), duration=duration or 0.0, sample_rate=int(stream.sample_rate or 0),
                          channels=int(stream.channels or 0), codec=stream.codec_context.name,
-                         has_video=_has_video(container))
+                         has_video=_has_video(container), start=_stream_start(container, stream))
     if duration is None:
         rate = info.sample_rate or 16000
         info.duration = sum(block.size for block in stream_audio(path, rate)) / rate
@@ -172,22 +133,25 @@ def probe_media(path: PathLike) -> MediaInfo:
 def stream_audio(path: PathLike, sample_rate: int = 16000, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
     """Decode the first audio stream of `path` as float32 mono blocks at `sample_rate` Hz.
 
-    Every block holds exactly `round(block_seconds * sample_rate)` samples except the last, which holds the rest
-    (1 sample or more). Memory is O(block). Raises `AudioLoadError` before the first block for a file that cannot be
-    opened or has no audio track, after the blocks already decoded for a stream that breaks (naming the time
-    reached), and for a stream with no samples at all.
+    Sample n lies n / sample_rate seconds after the container's start (silence where the audio has none: before a
+    late start, in place of undecodable packets). Every block holds exactly `round(block_seconds * sample_rate)`
+    samples except the last, which holds the rest (1 sample or more). Memory is O(block). Raises `AudioLoadError`
+    before the first block for a file that cannot be opened or has no audio track, after the blocks already decoded
+    for a stream that breaks (naming the time reached), and for a stream of which nothing decodes.
     """
     block = _block_samples(block_seconds, sample_rate)
     with _open_container(path) as container:
-        track = _AudioTrack(container, container.streams.audio[0], sample_rate)
+        track = _AvAudio(path, container, sample_rate)
         pieces = iter(track)
         out, filled, emitted = np.empty(block, np.float32), 0, 0  # the block being filled; samples yielded
         while True:
             try:
-                piece = next(pieces)
+                piece = _to_mono(next(pieces))
             except StopIteration:
                 break
-            except Exception as e:  # noqa: BLE001 - any decoder / demuxer failure midway
+            except AudioLoadError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any demuxer / resampler failure midway
                 reached = (emitted + filled) / sample_rate
                 raise AudioLoadError(path, f"decoding failed at {reached:.2f} s (ffmpeg: {_first_line(e)})") from None
             while piece.size:
@@ -198,9 +162,7 @@ def stream_audio(path: PathLike, sample_rate: int = 16000, block_seconds: float 
                     _check_finite(path, out, emitted, sample_rate)
                     yield out
                     out, filled, emitted = np.empty(block, np.float32), 0, emitted + block
-        if emitted + filled == 0:
-            raise AudioLoadError(path, "no audio samples (0 frames)")
-        truncated = track.truncation((emitted + filled) / sample_rate)
+        truncated = track.truncation()
         if truncated:
             raise AudioLoadError(path, truncated)
         if filled:
