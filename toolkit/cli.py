@@ -171,6 +171,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
+    from toolkit.media import VadConfig
     from toolkit.pipelines import Transcriber
 
     if args.lm is None and args.lm_weight:
@@ -179,14 +180,29 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
         raise ToolkitError("--oov-penalty needs a language model with a lexicon (--lm DIR)")
     transcriber = Transcriber.from_pretrained(args.model, device=args.device, lm=args.lm, lm_weight=args.lm_weight,
                                               length_bonus=args.length_bonus, oov_penalty=args.oov_penalty)
+    vad = None if args.vad == "none" else VadConfig(backend=args.vad, threshold=args.vad_threshold)
     results = transcriber.transcribe(args.audio, beam_size=args.beam, batch_size=args.batch_size,
                                      ctc_weight=args.ctc_weight, ctc_only=args.ctc_only,
-                                     length_bonus=args.length_bonus, oov_penalty=args.oov_penalty)
+                                     length_bonus=args.length_bonus, oov_penalty=args.oov_penalty, vad=vad,
+                                     max_chunk=args.max_chunk, word_times=args.word_times,
+                                     progress=not args.quiet)
     if args.json:
-        print(json.dumps([{"audio": r.source, "text": r.text, "score": round(r.score, 4)} for r in results], indent=1))
+        print(json.dumps([transcript_json(r) for r in results], indent=1))
     else:
         for r in results:
             print(f"{r.source}\t{r.text}")
+
+
+def transcript_json(result) -> dict:
+    """One `TranscriptResult` as JSON: the transcript, then its segments (seconds, rounded to ms), with words."""
+    def segment(i, s):
+        out = {"id": i, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text, "score": round(s.score, 4)}
+        if s.words is not None:
+            out["words"] = [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in s.words]
+        return out
+
+    return {"audio": result.source, "text": result.text, "score": round(result.score, 4),
+            "duration": round(result.duration, 3), "segments": [segment(i, s) for i, s in enumerate(result.segments)]}
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -353,6 +369,14 @@ def _nonnegative(text: str) -> float:
     return value
 
 
+def _positive_number(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _add_lm_options(p: argparse.ArgumentParser, prefix: str) -> None:
     """--lm, --lm-weight, --length-bonus, --oov-penalty: shallow fusion with an external language model
     (toolkit.lm)."""
@@ -436,7 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ctc-weight", type=_weight, help="weight of CTC prefix scores (default: the model's setting)")
     p.add_argument("--ctc-only", action="store_true", help="CTC greedy decoding only (fastest)")
     _add_lm_options(p, "")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tab-separated lines")
+    p.add_argument("--vad", choices=["silero", "energy", "none"], default="silero",
+                   help="voice activity detector that gates every input (silence and noise give no words) and cuts "
+                        "long ones; none: decode every input whole, as it is")
+    p.add_argument("--vad-threshold", type=_weight, default=0.5, help="speech probability that starts speech")
+    p.add_argument("--max-chunk", type=_positive_number, default=20.0,
+                   help="longest stretch decoded at once, seconds: longer input is cut at pauses")
+    p.add_argument("--json", action="store_true", help="print JSON (text, then segments with start and end times) "
+                                                       "instead of tab-separated lines")
+    p.add_argument("--word-times", action="store_true", help="with --json: each segment's words with their times")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_device_option(p)
     p.set_defaults(func=cmd_transcribe)
 
@@ -456,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-gap", type=_nonnegative, default=0.08, help="seconds between cues")
     p.add_argument("--vad", choices=["silero", "energy"], default="silero", help="voice activity detector")
     p.add_argument("--vad-threshold", type=_weight, default=0.5, help="speech probability that starts speech")
-    p.add_argument("--max-chunk", type=_nonnegative, default=20.0, help="longest stretch decoded at once, seconds")
+    p.add_argument("--max-chunk", type=_positive_number, default=20.0, help="longest stretch decoded at once, seconds")
     p.add_argument("--beam", type=_positive_int, default=4)
     p.add_argument("--batch-size", type=_positive_int, default=8, help="chunks decoded together")
     p.add_argument("--ctc-weight", type=_weight, help="weight of CTC prefix scores (default: the model's setting)")
