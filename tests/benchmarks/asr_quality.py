@@ -27,6 +27,7 @@ import torch
 from toolkit.data.audio import load_audio
 from toolkit.data.speech import read_jsonl_manifest
 from toolkit.lm import LMBundle, load_lm
+from toolkit.media import VadConfig
 from toolkit.metrics.asr import normalize_transcript_for_scoring, wer_report
 from toolkit.pipelines import Transcriber
 
@@ -35,10 +36,11 @@ DATA = Path(__file__).resolve().parents[2] / "recipes" / "synth_speech" / "data"
 
 def ours(transcriber: Transcriber, records, beam: int, ctc_weight: float, lm: LMBundle | None = None,
          lm_weight: float | None = None, length_bonus: float | None = None,
-         oov_penalty: float | None = None) -> tuple[dict[str, str], float]:
+         oov_penalty: float | None = None, vad: VadConfig | None = None) -> tuple[dict[str, str], float]:
     start = time.perf_counter()
     results = transcriber.transcribe([r.audio for r in records], beam_size=beam, batch_size=16, ctc_weight=ctc_weight,
-                                     lm=lm, lm_weight=lm_weight, length_bonus=length_bonus, oov_penalty=oov_penalty)
+                                     lm=lm, lm_weight=lm_weight, length_bonus=length_bonus, oov_penalty=oov_penalty,
+                                     vad=vad)
     return {r.id: res.text for r, res in zip(records, results)}, time.perf_counter() - start
 
 
@@ -71,21 +73,25 @@ def main() -> None:
     ap.add_argument("--length-bonus", type=float, nargs="+", default=[0.0], help="length bonuses to try (0)")
     ap.add_argument("--oov-penalty", type=float, nargs="+", default=[0.0],
                     help="OOV penalties to try, with an LM that has a lexicon (0)")
+    ap.add_argument("--vad", choices=["none", "silero"], default="none",
+                    help="none: decode each utterance whole, as `toolkit evaluate` does (default); silero: through "
+                         "the voice activity gate of `toolkit transcribe`")
     args = ap.parse_args()
+    vad = None if args.vad == "none" else VadConfig()
     transcriber = Transcriber.from_pretrained(args.model)
     lm = load_lm(args.lm, tokenizer=transcriber.tokenizer) if args.lm else None
     fused = ([(w, b, p) for w in args.lm_weight for b in args.length_bonus for p in args.oov_penalty]
              if lm is not None else [])
     warm = read_jsonl_manifest(args.data / "valid.jsonl")[:4]
-    ours(transcriber, warm, args.beam, args.ctc_weight)  # first-call costs are not part of the RTF
+    ours(transcriber, warm, args.beam, args.ctc_weight, vad=vad)  # first-call costs are not part of the RTF
     rows, figures = [], {}
     for split, key in (("test_seen", "seen"), ("test_heldout", "heldout")):
         records = read_jsonl_manifest(args.data / f"{split}.jsonl")[: args.max_utterances]
         refs = {r.id: normalize_transcript_for_scoring(r.text) for r in records}
         audio_s = sum(r.duration for r in records)
-        systems = [("toolkit", *ours(transcriber, records, args.beam, args.ctc_weight))]
+        systems = [("toolkit", *ours(transcriber, records, args.beam, args.ctc_weight, vad=vad))]
         systems += [(f"toolkit+lm {w:g}/{b:g}" + (f"/{p:g}" if p else ""),
-                     *ours(transcriber, records, args.beam, args.ctc_weight, lm, w, b, p)) for w, b, p in fused]
+                     *ours(transcriber, records, args.beam, args.ctc_weight, lm, w, b, p, vad)) for w, b, p in fused]
         if not args.no_pocketsphinx:
             systems.append(("pocketsphinx", *pocketsphinx(records)))
         for name, hyps, seconds in systems:
@@ -96,7 +102,8 @@ def main() -> None:
             figures[f"{tag}wer_{key}"] = report["wer"]
             figures[f"{tag}cer_{key}"] = report["cer"]
             figures[f"{tag}rtf_{key}"] = seconds / audio_s
-    print(f"model {args.model}; beam {args.beam}, CTC weight {args.ctc_weight}; {torch.get_num_threads()} threads"
+    print(f"model {args.model}; beam {args.beam}, CTC weight {args.ctc_weight}; VAD {args.vad}; "
+          f"{torch.get_num_threads()} threads"
           + (f"; LM {args.lm} (rows toolkit+lm weight/length bonus[/OOV penalty])" if lm is not None else ""))
     print(f"{'split':<14} {'system':<20} {'WER':>7} {'CER':>7} {'RTF':>7} {'utts':>5}")
     for split, name, wer, cer, rtf, n in rows:

@@ -1,5 +1,6 @@
 """Long-form media input: stream the audio track of any file at 16 kHz mono (`stream`), find the speech in it
-(`vad`), and plan the chunks a recogniser decodes in batches (`chunks`).
+(`vad`), plan the chunks a recogniser decodes in batches (`chunks`), and both together for one input
+(`speech_map`: `map_speech`, `read_chunks`).
 
     info = probe_media("talk.mkv")
     vad = make_vad(VadConfig())
@@ -14,6 +15,7 @@ probabilities (112,500 floats per hour) are kept for the whole file.
 """
 
 from toolkit.media.chunks import Chunk, plan_chunks, split_region
+from toolkit.media.speech_map import SpeechMap, map_speech, read_chunks
 from toolkit.media.stream import MediaInfo, probe_media, read_spans, stream_audio
 from toolkit.media.vad import (
     EnergyVad,
@@ -31,10 +33,13 @@ __all__ = [
     "MediaInfo",
     "Region",
     "SileroVad",
+    "SpeechMap",
     "VadConfig",
     "make_vad",
+    "map_speech",
     "plan_chunks",
     "probe_media",
+    "read_chunks",
     "read_spans",
     "speech_probabilities",
     "speech_regions",
