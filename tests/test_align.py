@@ -11,8 +11,8 @@ import torch
 
 from toolkit.decode.align import (LOG_FLOOR, align_tokens, align_words, align_words_batch, ctc_min_frames,
                                   uniform_token_spans)
-from toolkit.subtitles.words import Word
 from toolkit.text import BLANK_ID, EOS_ID, UNK_ID, train_tokenizer
+from toolkit.timing import Word
 
 CORPUS = [
     "the cat sat on the mat", "a ball fell off the wall", "hello world", "the dog ran fast",

@@ -258,6 +258,16 @@ def test_transcriber_refuses_ctc_decoding_without_a_ctc_head():
         transcriber.transcribe([np.full(2000, np.nan, np.float32)])
 
 
+def test_transcriber_refuses_a_model_of_another_sample_rate():
+    tok = train_tokenizer("char", WORDS)
+    model = build_model({"vocab_size": tok.vocab_size, "d_model": 32, "ctc": True, "decoder": None,
+                         "encoder": {"name": "conformer", "num_layers": 1, "num_heads": 2, "ffn_dim": 64,
+                                     "n_mels": 20, "sample_rate": 8000}})
+    with pytest.raises(ToolkitError, match="takes 8000 Hz audio; transcription reads audio and detects speech at "
+                                           "16000 Hz"):
+        Transcriber(model, tok)
+
+
 def test_bad_command_line_values_are_refused_by_argparse(bundles, capsys):
     for args in (["--beam", "0"], ["--batch-size", "-1"], ["--ctc-weight", "1.5"], ["--ctc-weight", "nan"]):
         with pytest.raises(SystemExit) as e:

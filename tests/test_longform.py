@@ -16,9 +16,10 @@ import soundfile as sf
 from toolkit.cli import main
 from toolkit.data.audio import load_audio
 from toolkit.data.speech import SpeechRecord, read_speech, write_jsonl_manifest
-from toolkit.data.synth.longform import (LongformConfig, Segment, assemble_longform, make_demo_video, read_timeline,
+from toolkit.data.synth.longform import (LongformConfig, assemble_longform, make_demo_video, read_timeline,
                                          speech_bounds)
 from toolkit.errors import ConfigError, ToolkitError
+from toolkit.timing import Segment
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                 reason="espeak-ng is not installed (apt-get install espeak-ng)")

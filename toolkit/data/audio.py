@@ -43,6 +43,7 @@ from toolkit.errors import ToolkitError
 
 PathLike = str | os.PathLike[str]
 log = logging.getLogger(__name__)
+SAMPLE_RATE = 16000  # Hz: the rate speech is read, synthesised, detected and recognised at
 MAX_OVERSHOOT = 0.5  # seconds a segment end may pass the end of its audio (clipped), as Kaldi's extract-segments
 # Seconds a decoded frame may start past the end of the audio before it with no silence put in between: above the
 # 1 ms rounding of Matroska / WebM timestamps (frames seen up to 0.7 ms ahead; codec priming only ever starts early),
@@ -401,7 +402,8 @@ def resample(wave: np.ndarray, orig: int, new: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------- public
 
 
-def load_audio(path: PathLike, sample_rate: int = 16000, offset: float = 0.0, end: float | None = None) -> np.ndarray:
+def load_audio(path: PathLike, sample_rate: int = SAMPLE_RATE, offset: float = 0.0,
+               end: float | None = None) -> np.ndarray:
     """Decode `path` to a `(N,)` float32 mono waveform at `sample_rate` Hz (see the module docstring).
 
     `offset` / `end` (seconds) select a segment; soundfile reads only its frames, PyAV decodes the whole stream

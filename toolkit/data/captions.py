@@ -5,19 +5,12 @@
     records = read_captions("train.jsonl")                          # {"image": ..., "captions": [...]} per line
     convert_captions("dataset_coco.json", "val.jsonl", to="jsonl", image_root="coco", splits={"val"})
 
-Caption normalisation (`normalize_caption`) is the ONE rule used for training targets and for evaluation:
+Caption normalisation (`normalize_caption`) is `toolkit.text.normalize.normalize_text`, the one rule for training
+targets and for evaluation: "A Dog's  ball, (well-known)!" -> "a dog's ball well known".
 
-    1. Unicode NFKC, then lowercase;
-    2. typographic apostrophes (’ ‘ ʼ) become ', and every other Unicode punctuation character (categories P*:
-       . , ; : ! ? - " ( ) [ ] / ... ) becomes a space;
-    3. an apostrophe is kept only between two letters/digits ("don't", "rock'n'roll"); others become a space;
-    4. whitespace runs collapse to one space, with none at either end.
-
-    "A Dog's  ball, (well-known)!" -> "a dog's ball well known"
-
-Symbols (categories S*: $ + = emoji ...) and digits are kept. Files are read as UTF-8; every problem in a file is
-a one-line `CaptionFileError` naming the file and the line (JSONL) or field path (JSON, e.g. annotations[12].caption).
-Writers create parent folders and write atomically (a temporary file in the same folder, then `os.replace`).
+Files are read as UTF-8; every problem in a file is a one-line `CaptionFileError` naming the file and the line
+(JSONL) or field path (JSON, e.g. annotations[12].caption). Writers create parent folders and write atomically
+(`toolkit.files.write_atomic`: a temporary file in the same folder, then `os.replace`).
 """
 
 from __future__ import annotations
@@ -25,13 +18,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 from toolkit.errors import ToolkitError
+from toolkit.files import write_atomic
+from toolkit.text.normalize import normalize_text
 
 PathLike = str | os.PathLike[str]
 KARPATHY_SPLITS = frozenset({"train", "val", "test", "restval"})
@@ -51,17 +44,7 @@ class CaptionRecord:
     split: str | None = None
 
 
-# ------------------------------------------------------------------------------------------- normalisation
-
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
-_LONE_APOSTROPHE = re.compile(r"(?<![^\W_])'|'(?![^\W_])")
-
-
-def normalize_caption(text: str) -> str:
-    """The caption normalisation of the module docstring: NFKC, lowercase, punctuation out, spaces collapsed."""
-    text = unicodedata.normalize("NFKC", text).lower().translate(_APOSTROPHES)
-    text = "".join(" " if c != "'" and unicodedata.category(c).startswith("P") else c for c in text)
-    return " ".join(_LONE_APOSTROPHE.sub(" ", text).split())
+normalize_caption = normalize_text  # captions are normalised as every other text (`toolkit.text.normalize`)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -167,25 +150,6 @@ def _relative(image: str, root: Path) -> str:
 
 def _int_id(image_id: str) -> int | None:
     return int(image_id) if re.fullmatch(r"-?[1-9][0-9]*|0", image_id) else None
-
-
-def _write_atomic(path: PathLike, text: str) -> None:
-    """Write `text` (UTF-8) to `path` via a temporary file in the same folder and `os.replace`."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------------------ readers
@@ -356,7 +320,7 @@ def write_coco(records: list[CaptionRecord], path: PathLike, image_root: PathLik
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "caption": caption})
     data = {"info": {"description": "written by toolkit.data.captions"}, "licenses": [], "type": "captions",
             "images": images, "annotations": annotations}
-    _write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+    write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
 
 def write_karpathy(records: list[CaptionRecord], path: PathLike, image_root: PathLike | None = None) -> None:
@@ -381,7 +345,7 @@ def write_karpathy(records: list[CaptionRecord], path: PathLike, image_root: Pat
         if own:
             entry["cocoid"] = int_id
         images.append(entry)
-    _write_atomic(path, json.dumps({"images": images, "dataset": "toolkit"}, ensure_ascii=False) + "\n")
+    write_atomic(path, json.dumps({"images": images, "dataset": "toolkit"}, ensure_ascii=False) + "\n")
 
 
 def write_jsonl(records: list[CaptionRecord], path: PathLike) -> None:
@@ -393,7 +357,7 @@ def write_jsonl(records: list[CaptionRecord], path: PathLike) -> None:
         if r.split is not None:
             obj["split"] = r.split
         lines.append(json.dumps(obj, ensure_ascii=False))
-    _write_atomic(path, "".join(line + "\n" for line in lines))
+    write_atomic(path, "".join(line + "\n" for line in lines))
 
 
 _WRITERS: dict[str, Callable[[list[CaptionRecord], PathLike], None]] = {

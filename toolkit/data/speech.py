@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from toolkit.data.audio import AudioLoadError, audio_duration
-from toolkit.data.captions import _relative, _type_name, _write_atomic, json_failure
+from toolkit.data.captions import _relative, _type_name, json_failure
 from toolkit.errors import ToolkitError
+from toolkit.files import write_atomic
 
 PathLike = str | os.PathLike[str]
 log = logging.getLogger("toolkit.data")
@@ -208,7 +209,7 @@ def write_jsonl_manifest(records: Iterable[SpeechRecord], path: PathLike) -> Non
             lines.append(json.dumps(obj, ensure_ascii=False, allow_nan=False))
         except (TypeError, ValueError) as e:
             raise ValueError(f"record {r.id!r}: cannot be written as JSON ({e})") from None
-    _write_atomic(path, "".join(line + "\n" for line in lines))
+    write_atomic(path, "".join(line + "\n" for line in lines))
 
 
 # ------------------------------------------------------------------------------------------------- Kaldi

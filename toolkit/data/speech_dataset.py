@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from toolkit.data.audio import AudioLoadError, load_audio
+from toolkit.data.audio import SAMPLE_RATE, AudioLoadError, load_audio
 from toolkit.data.padding import add_targets, pad_sequences
 from toolkit.data.speech import SpeechRecord
 from toolkit.errors import ToolkitError
@@ -59,7 +59,7 @@ class SpeechDataset(Dataset):
         self,
         records: Sequence[SpeechRecord],
         tokenizer: Tokenizer | None = None,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:

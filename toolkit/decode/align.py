@@ -32,8 +32,8 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-from toolkit.subtitles.words import Word
 from toolkit.text.tokenizer import BLANK_ID, BOS_ID, EOS_ID, Tokenizer
+from toolkit.timing import Word
 
 LOG_FLOOR = -1e4  # log-probabilities below this (-inf included) are raised to it before alignment
 

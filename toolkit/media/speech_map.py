@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from toolkit.data.audio import SAMPLE_RATE
 from toolkit.media.chunks import Chunk, plan_chunks
 from toolkit.media.stream import probe_media, read_spans, stream_audio
-from toolkit.media.vad import SAMPLE_RATE, EnergyVad, Region, SileroVad, VadConfig, speech_probabilities, speech_regions
+from toolkit.media.vad import EnergyVad, Region, SileroVad, VadConfig, speech_probabilities, speech_regions
 
 __all__ = ["MAX_CHUNK", "MERGE_GAP", "SpeechMap", "map_speech", "read_chunks"]
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from toolkit.data.audio import (
     MAX_OVERSHOOT,
+    SAMPLE_RATE,
     AudioLoadError,
     PathLike,
     _announced_end,
@@ -123,14 +124,14 @@ def probe_media(path: PathLike) -> MediaInfo:
                          channels=int(stream.channels or 0), codec=stream.codec_context.name,
                          has_video=_has_video(container), start=_stream_start(container, stream))
     if duration is None:
-        rate = info.sample_rate or 16000
+        rate = info.sample_rate or SAMPLE_RATE
         info.duration = sum(block.size for block in stream_audio(path, rate)) / rate
     if info.duration <= 0:
         raise AudioLoadError(path, "no audio samples (0 frames)")
     return info
 
 
-def stream_audio(path: PathLike, sample_rate: int = 16000, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+def stream_audio(path: PathLike, sample_rate: int = SAMPLE_RATE, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
     """Decode the first audio stream of `path` as float32 mono blocks at `sample_rate` Hz.
 
     Sample n lies n / sample_rate seconds after the container's start (silence where the audio has none: before a
@@ -191,7 +192,7 @@ def _span_samples(spans: Sequence[tuple[float, float]], sample_rate: int) -> lis
     return bounds
 
 
-def read_spans(path: PathLike, spans: Sequence[tuple[float, float]], sample_rate: int = 16000,
+def read_spans(path: PathLike, spans: Sequence[tuple[float, float]], sample_rate: int = SAMPLE_RATE,
                block_seconds: float = 30.0) -> Iterator[np.ndarray]:
     """Yield the float32 mono samples at `sample_rate` of each `(start, end)` span (seconds), in the given order.
 

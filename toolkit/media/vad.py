@@ -31,13 +31,13 @@ from typing import Literal
 import numpy as np
 import torch
 
+from toolkit.data.audio import SAMPLE_RATE  # the rate both detectors work at
 from toolkit.errors import ConfigError
 
 __all__ = ["EnergyVad", "Region", "SileroVad", "VadConfig", "make_vad", "speech_probabilities", "speech_regions"]
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  # Hz, the rate both detectors work at
 WINDOW_SAMPLES = 512  # one probability per 32 ms
 WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
 

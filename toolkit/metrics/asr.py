@@ -4,7 +4,7 @@
     print(format_wer_table(report))
 
 Text normalisation (`normalize_transcript_for_scoring`) is the ONE rule applied to references and hypotheses
-before scoring; it is the caption normalisation, `toolkit.data.captions.normalize_caption`:
+before scoring; it is the one text normalisation of the toolkit, `toolkit.text.normalize.normalize_text`:
 
     1. Unicode NFKC, then lowercase;
     2. typographic apostrophes become ', every other punctuation character (Unicode P*: . , ; : ! ? - " ( ) ...)
@@ -32,6 +32,7 @@ import math
 from typing import Any, Mapping
 
 from toolkit.errors import ToolkitError
+from toolkit.text.normalize import normalize_text
 
 NORMALIZATION = (
     "NFKC, lowercase, punctuation removed except in-word apostrophes, whitespace collapsed "
@@ -42,10 +43,8 @@ _COUNTS = ("substitutions", "deletions", "insertions", "hits")
 
 
 def normalize_transcript_for_scoring(text: str) -> str:
-    """The one WER/CER normalisation of the module docstring (the caption normaliser, reused)."""
-    from toolkit.data.captions import normalize_caption
-
-    return normalize_caption(text)
+    """The one WER/CER normalisation of the module docstring (`normalize_text`)."""
+    return normalize_text(text)
 
 
 def _rate(errors: int, total: int) -> float:

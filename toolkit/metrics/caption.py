@@ -3,7 +3,7 @@
     scores = caption_scores({"img1": "a red circle"}, {"img1": ["A red circle.", "a circle"]})
     print(format_table(scores))
 
-Every text (prediction and reference) is first passed through `toolkit.data.captions.normalize_caption`
+Every text (prediction and reference) is first passed through `toolkit.text.normalize.normalize_text`
 (lowercase, NFKC, punctuation removed except in-word apostrophes, whitespace collapsed), then split on spaces.
 This replaces pycocoevalcap's PTBTokenizer, which needs Java, so the numbers do not depend on whether Java is
 installed; they are therefore scores **on normalised text** and can differ slightly from the official
@@ -19,15 +19,10 @@ import warnings
 from typing import Mapping, Sequence
 
 from toolkit.errors import ToolkitError
+from toolkit.text.normalize import normalize_text
 
 #: Keys of `caption_scores`, in order ("METEOR" only when it was computed).
 METRIC_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "exact_match")
-
-
-def _normalize(text: str) -> str:
-    from toolkit.data.captions import normalize_caption
-
-    return normalize_caption(text)
 
 
 def _import_scorers():
@@ -110,7 +105,7 @@ def caption_scores(
       "exact_match"         fraction of predictions equal to any of their references.
 
     All metrics are computed on normalised text: predictions and references go through
-    `toolkit.data.captions.normalize_caption` (lowercase, NFKC, punctuation removed except in-word apostrophes,
+    `toolkit.text.normalize.normalize_text` (lowercase, NFKC, punctuation removed except in-word apostrophes,
     whitespace collapsed) and are split on spaces, instead of pycocoevalcap's Java PTBTokenizer. An empty
     (or all-punctuation) prediction scores 0 on every metric.
     """
@@ -131,8 +126,8 @@ def caption_scores(
     Bleu, Cider, Rouge = _import_scorers()
 
     ids = list(predictions)
-    res = {k: [_normalize(predictions[k])] for k in ids}
-    gts = {k: [_normalize(r) for r in references[k]] for k in ids}
+    res = {k: [normalize_text(predictions[k])] for k in ids}
+    gts = {k: [normalize_text(r) for r in references[k]] for k in ids}
 
     scores: dict[str, float] = {}
     with contextlib.redirect_stdout(io.StringIO()):  # BleuScorer prints its n-gram statistics

@@ -155,6 +155,11 @@ class ConformerEncoder(Encoder):
                                    config.kernel_size, config.dropout, config.conv_norm)
 
     @property
+    def sample_rate(self) -> int:
+        """Hz of the waveforms it takes (`Config.sample_rate`)."""
+        return self.config.sample_rate
+
+    @property
     def frame_shift_seconds(self) -> float:
         """Seconds between consecutive memory frames (hop * 4 / sample_rate: 0.04 s by default)."""
         return self.config.hop_length * self.subsampling_factor / self.config.sample_rate

@@ -30,7 +30,8 @@ from toolkit.media import Chunk, Region, VadConfig, make_vad
 from toolkit.media.speech_map import MAX_CHUNK, MERGE_GAP, map_speech, read_chunks
 from toolkit.pipelines.transcriber import BATCH_SECONDS, Transcriber
 from toolkit.subtitles.cues import Cue, CueRules, make_cues
-from toolkit.subtitles.words import MAX_WORD, SNAP, Word, snap_words
+from toolkit.subtitles.words import MAX_WORD, SNAP, snap_words
+from toolkit.timing import Word
 
 
 @dataclass

@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from toolkit.bundle import load_model
-from toolkit.data.audio import audio_duration, load_audio
+from toolkit.data.audio import SAMPLE_RATE, audio_duration, load_audio
 from toolkit.decode import DecodingOptions, search
 from toolkit.decode.align import align_words_batch
 from toolkit.decode.ctc import ctc_greedy
@@ -45,10 +45,10 @@ from toolkit.lm import LMBundle, check_same_tokenizer, fusion_weights, load_lm
 from toolkit.media import Chunk, EnergyVad, Region, SileroVad, VadConfig, make_vad, probe_media
 from toolkit.media.speech_map import MAX_CHUNK, MERGE_GAP, map_speech, read_chunks
 from toolkit.model import EncoderDecoder
-from toolkit.subtitles.words import Word, snap_words
+from toolkit.subtitles.words import snap_words
 from toolkit.text import Tokenizer
+from toolkit.timing import Word
 
-SAMPLE_RATE = 16000
 BATCH_SECONDS = 100.0  # padded audio decoded in one batch, at most (batch size x its longest chunk)
 POOL_BATCHES = 8  # chunks are sorted by length within a pool of this many batches' worth of audio
 DEFAULT_VAD = VadConfig()
@@ -96,6 +96,9 @@ class Transcriber:
                  length_bonus: float = 0.0, oov_penalty: float = 0.0):
         if not hasattr(model.encoder, "output_lengths"):
             raise ToolkitError(f"this model's encoder ({type(model.encoder).__name__}) is not an audio encoder")
+        if model.encoder.sample_rate != SAMPLE_RATE:
+            raise ToolkitError(f"this model takes {model.encoder.sample_rate} Hz audio; transcription reads audio and "
+                               f"detects speech at {SAMPLE_RATE} Hz")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.ctc_weight = ctc_weight if model.ctc_head is not None else 0.0

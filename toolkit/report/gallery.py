@@ -35,7 +35,7 @@ class GalleryItem:
 
     image:      a PIL image or the path of an image file.
     caption:    the predicted caption.
-    references: reference captions (a reference equal to the caption after `normalize_caption` is highlighted).
+    references: reference captions (a reference equal to the caption after `normalize_text` is highlighted).
     tokens:     the generated pieces, one attention thumbnail each.
     attention:  `(len(tokens), H', W')` attention weights (`CaptionResult.attention`), or
                 `(len(tokens) + 1, H', W')` whose last row (the EOS step) is labelled "</s>"; None = no thumbnails.
@@ -123,7 +123,7 @@ figure.thumb img{display:block;border-radius:3px}
 
 
 def _card(item: GalleryItem, index: int) -> str:
-    from toolkit.data.captions import normalize_caption
+    from toolkit.text.normalize import normalize_text
 
     img = _fit(_open(item.image), DISPLAY_SIZE)
     esc = html.escape
@@ -133,10 +133,10 @@ def _card(item: GalleryItem, index: int) -> str:
         parts.append(f'<div class="name">{esc(str(item.image))}</div>')
     parts += ["</div>", '<div class="text">', f'<p class="caption">{esc(item.caption)}</p>']
     if item.references:
-        predicted = normalize_caption(item.caption)
+        predicted = normalize_text(item.caption)
         parts.append('<ul class="refs">')
         for ref in item.references:
-            match = normalize_caption(ref) == predicted
+            match = normalize_text(ref) == predicted
             cls, mark = (' class="match"', " &#10003;") if match else ("", "")
             parts.append(f"<li{cls}>{esc(ref)}{mark}</li>")
         parts.append("</ul>")
@@ -184,7 +184,7 @@ def write_gallery_json(path: str | Path, items: Sequence[GalleryItem]) -> Path:
     """Save `items` as `path` (a gallery.json, see `read_gallery_json`) with its files in the folder `path` without
     its suffix: item i's image as `NNN-<name>.png` and its attention as `NNN-attention.npy`. The images are copied
     (re-encoded as PNG), so the gallery outlives the data it came from. Returns `path`."""
-    from toolkit.report.files import write_atomic
+    from toolkit.files import write_atomic
 
     path = Path(path)
     folder = path.with_suffix("")

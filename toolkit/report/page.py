@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
 from toolkit.errors import ToolkitError
-from toolkit.report.files import copy_atomic, write_atomic
+from toolkit.files import copy_atomic, write_atomic
 from toolkit.report.gallery import GALLERY_CSS, GalleryItem, caption_cards
 
 ASSETS = "assets"  # the folder, next to the page, that holds its videos and subtitle files

@@ -8,7 +8,6 @@
 """
 
 from toolkit.subtitles.cues import Cue, CueRules, check_cues, clean_word_text, layout_lines, make_cues
-from toolkit.subtitles.words import Word
 from toolkit.subtitles.writers import (
     WRITERS,
     JsonWriter,
@@ -19,6 +18,7 @@ from toolkit.subtitles.writers import (
     get_writer,
     text_lines,
 )
+from toolkit.timing import Word
 
 __all__ = ["WRITERS", "Cue", "CueRules", "JsonWriter", "SrtWriter", "SubtitleWriter", "WebVttWriter", "Word",
            "check_cues", "clean_word_text", "format_timestamp", "get_writer", "layout_lines", "make_cues",

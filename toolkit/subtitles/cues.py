@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from toolkit.errors import ConfigError, ToolkitError
-from toolkit.subtitles.words import Word
+from toolkit.timing import Word
 
 __all__ = ["Cue", "CueRules", "check_cues", "clean_word_text", "layout_lines", "make_cues"]
 

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from toolkit.data.synth.longform import Segment
 from toolkit.subtitles.cues import Cue, CueRules, check_cues
+from toolkit.timing import Segment
 
 
 def timing_report(cues: Sequence[Cue], timeline: Sequence[Segment], rules: CueRules,

@@ -1,5 +1,4 @@
-"""A timed word: what alignment produces and what cue segmentation consumes; `snap_words` puts aligned words into
-the speech regions a voice activity detector found.
+"""`snap_words` puts aligned words (`toolkit.timing.Word`) into the speech regions a voice activity detector found.
 
 A CTC spike comes a little after the sound it stands for, and an aligned word can stretch over a pause. So a word
 is snapped into the speech region it overlaps most: clamped to the region, its duration capped at `max_word`
@@ -10,27 +9,15 @@ seconds of it.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
+
+from toolkit.timing import Word
 
 if TYPE_CHECKING:
     from toolkit.media.vad import Region
 
 MAX_WORD = 1.5  # seconds; a longer aligned word is cut to this
 SNAP = 0.4  # seconds; a region's first / last word this close to its edge is moved onto it
-
-
-@dataclass(frozen=True)
-class Word:
-    """One word and its span in seconds on the input's timeline (start <= end)."""
-
-    text: str
-    start: float
-    end: float
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
 def snap_words(words: Sequence[Word], regions: Sequence[Region], max_word: float = MAX_WORD,

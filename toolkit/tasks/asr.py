@@ -37,7 +37,6 @@ from toolkit.train.distributed import World, join_process_group
 from toolkit.train.trainer import seed_everything
 
 log = logging.getLogger("toolkit.asr")
-SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -94,7 +93,7 @@ def _usable(records: list[SpeechRecord], path: str, what: str, **limits) -> list
 
 def _min_duration(model: EncoderDecoder) -> float:
     """Seconds of audio the encoder needs for one output frame (shorter utterances have nothing to align)."""
-    return getattr(model.encoder, "min_input_samples", 0) / SAMPLE_RATE
+    return getattr(model.encoder, "min_input_samples", 0) / model.encoder.sample_rate
 
 
 @torch.no_grad()
@@ -125,7 +124,7 @@ def transcribe_records(
     gets an empty text. `lm` is fused into the search with `options.lm_weight`."""
     model.eval()
     device = next(model.parameters()).device
-    dataset = SpeechDataset(records, sample_rate=SAMPLE_RATE)
+    dataset = SpeechDataset(records, sample_rate=model.encoder.sample_rate)
     if load_errors is not None:
         dataset.load_errors = load_errors
     durations = [r.duration or 0.0 for r in records]
@@ -183,7 +182,7 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
     valid_records = _usable(_read(d.valid, d.valid_subsets), d.valid, "validation", max_duration=d.max_duration,
                             charset=charset)[: d.valid_max_utterances]
 
-    dataset = SpeechDataset(train_records, tokenizer, sample_rate=SAMPLE_RATE)
+    dataset = SpeechDataset(train_records, tokenizer, sample_rate=model.encoder.sample_rate)
     if init is not None:
         copy_weights(model, init.model, exp.init_from)
     else:
@@ -195,7 +194,7 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
     if exp.decoding.lm_weight:  # the fusion setting for when an LM is given (evaluate / transcribe --lm)
         decoding.update(lm_weight=exp.decoding.lm_weight, length_bonus=exp.decoding.length_bonus,
                         oov_penalty=exp.decoding.oov_penalty)
-    info = {"task": "asr", "sample_rate": SAMPLE_RATE, "decoding": decoding}
+    info = {"task": "asr", "sample_rate": model.encoder.sample_rate, "decoding": decoding}
 
     def loss_fn(model: EncoderDecoder, batch: dict) -> dict:
         return model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"],

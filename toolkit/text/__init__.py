@@ -4,9 +4,12 @@
     tok.save(bundle_dir)                 # tokenizer.json (+ tokenizer.model for sentencepiece)
     tok = load_tokenizer(bundle_dir)
     ids = tok.encode("a cat"); text = tok.decode(ids); labels = tok.pieces(ids)
+
+`normalize_text` is the one text normalisation of training targets and metrics (`toolkit.text.normalize`).
 """
 
 from toolkit.text.char import CharTokenizer
+from toolkit.text.normalize import normalize_text
 from toolkit.text.sentencepiece import SentencePieceTokenizer
 from toolkit.text.tokenizer import (
     BLANK_ID,
@@ -41,6 +44,7 @@ __all__ = [
     "Tokenizer",
     "WordTokenizer",
     "list_tokenizers",
+    "normalize_text",
     "load_tokenizer",
     "register_tokenizer",
     "train_tokenizer",

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence, TypeVar
 
 from toolkit.errors import BundleError, ToolkitError
+from toolkit.files import write_atomic
 
 BLANK_ID = PAD_ID = 0
 BOS_ID = 1
@@ -163,10 +163,7 @@ class Tokenizer(ABC):
         meta = {"kind": self.kind, "version": FORMAT_VERSION, "specials": list(SPECIAL_PIECES)}
         meta.update(self._state(directory))
         meta["options"] = self.options
-        text = json.dumps(meta, ensure_ascii=False, indent=1)
-        tmp = directory / f".{TOKENIZER_JSON}.{os.getpid()}.tmp"
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, directory / TOKENIZER_JSON)
+        write_atomic(directory / TOKENIZER_JSON, json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
 
     def __len__(self) -> int:
         return self.vocab_size

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
+from toolkit.data.audio import SAMPLE_RATE
 from toolkit.errors import ConfigError
 
-SAMPLE_RATE = 16000
 NOISE_KINDS = ("white", "pink", "babble")
 
 

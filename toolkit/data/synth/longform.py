@@ -35,38 +35,25 @@ import os
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
 
-from toolkit.data.audio import load_audio
+from toolkit.data.audio import SAMPLE_RATE, load_audio
 from toolkit.data.speech import SpeechRecord
 from toolkit.data.synth.augment import make_noise
 from toolkit.errors import ConfigError, ToolkitError
+from toolkit.timing import SEGMENT_KINDS, Segment, SegmentKind
 
-__all__ = ["LongformConfig", "Segment", "assemble_longform", "make_demo_video", "read_timeline"]
+__all__ = ["LongformConfig", "assemble_longform", "make_demo_video", "read_timeline"]
 
-SAMPLE_RATE = 16000
 TIMELINE_FORMAT = 1
 MAX_PEAK = 0.95  # no utterance or stretch is written louder than this (PCM16 full scale = 1.0)
 BLOCK = 1 << 16  # samples of silence written at a time
 FADE = 0.01  # seconds of raised-cosine fade at both ends of a noise / music stretch (no clicks)
-SegmentKind = Literal["speech", "silence", "noise", "music"]
 STRETCH_KINDS: tuple[tuple[SegmentKind, str], ...] = (("noise", "white"), ("noise", "pink"), ("music", "chords"))
-SEGMENT_KINDS = ("speech", "silence", "noise", "music")
 log = logging.getLogger("toolkit.data")
-
-
-@dataclass
-class Segment:
-    """One stretch of the recording, in seconds: [start, end)."""
-
-    start: float
-    end: float
-    kind: SegmentKind
-    text: str = ""
-    source: str = ""
 
 
 @dataclass

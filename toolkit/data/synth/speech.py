@@ -36,10 +36,10 @@ Manifest lines: {"id", "audio" (relative to the manifest's folder), "text", "dur
 
 Language-model text (`out_dir/lm_text.txt`, `lm_sentences`): every sentence of the text sources (3-20 words, as
 transcripts, one per line) except those of valid, test_seen and test_heldout and those that hold one of them as
-consecutive whole words ("do you see what i mean" holds "see what i mean"), compared after scoring normalisation so
-that no evaluation sentence leaks in another spelling; the training sentences stay. It is the text-only data an
-external language model is trained on (as LibriSpeech ships an LM corpus beside its audio): ~57,000 sentences
-against the 9,000 spoken in train.
+consecutive whole words ("do you see what i mean" holds "see what i mean"), compared after scoring normalisation
+(`toolkit.text.normalize`) so that no evaluation sentence leaks in another spelling; the training sentences stay.
+It is the text-only data an external language model is trained on (as LibriSpeech ships an LM corpus beside its
+audio): ~57,000 sentences against the 9,000 spoken in train.
 
 Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
 espeak-ng / flite / MBROLA are deterministic, so the same config gives the same corpus byte for byte, whatever
@@ -68,13 +68,15 @@ from typing import Iterable
 import numpy as np
 import soundfile as sf
 
+from toolkit.data.audio import SAMPLE_RATE
 from toolkit.data.synth.augment import AugmentConfig, apply_augmentation, sample_augmentation
 from toolkit.data.synth.text_corpus import SOURCES, load_sentences
 from toolkit.data.synth.text_normalize import normalize_transcript, spoken_form
-from toolkit.data.synth.voices import (ESPEAK_ACCENTS, ESPEAK_VARIANTS, FLITE_VOICES, SAMPLE_RATE, Speaker, Voice,
-                                       check_voices, synthesize)
+from toolkit.data.synth.voices import (ESPEAK_ACCENTS, ESPEAK_VARIANTS, FLITE_VOICES, Speaker, Voice, check_voices,
+                                       synthesize)
 from toolkit.errors import ConfigError, ToolkitError
-from toolkit.metrics.asr import normalize_transcript_for_scoring
+from toolkit.files import write_atomic
+from toolkit.text.normalize import normalize_text
 
 __all__ = ["LM_TEXT", "SPLITS", "SpeechSynthConfig", "Utterance", "lm_sentences", "make_speech_corpus",
            "normalize_transcript", "plan_corpus", "split_voices"]
@@ -239,9 +241,9 @@ def lm_sentences(config: SpeechSynthConfig, plan: dict[str, list[Utterance]] | N
     """The language-model text of the corpus `config` makes (module docstring), as transcripts, in the text
     sources' order. `plan`: `plan_corpus(config)`, when already computed."""
     plan = plan_corpus(config) if plan is None else plan
-    held_out = _WordSequences(normalize_transcript_for_scoring(u.text) for split in EVAL_SPLITS for u in plan[split])
+    held_out = _WordSequences(normalize_text(u.text) for split in EVAL_SPLITS for u in plan[split])
     texts = (normalize_transcript(s) for s in load_sentences(config.text_sources, config.min_words, config.max_words))
-    return [t for t in texts if not held_out.found_in(normalize_transcript_for_scoring(t))]
+    return [t for t in texts if not held_out.found_in(normalize_text(t))]
 
 
 class _WordSequences:
@@ -283,12 +285,6 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _manifest_complete(path: Path, utts: list[Utterance], wav_dir: Path) -> bool:
@@ -336,7 +332,7 @@ def _check_record(out_dir: Path, config: SpeechSynthConfig) -> None:
             raise ToolkitError(f"{record}: this folder was made with another config ({key}: {old_cfg.get(key)!r}, "
                                f"now {new_cfg.get(key)!r}); use another folder or delete this one")
     else:
-        _write_atomic(record, json.dumps(current, indent=1) + "\n")
+        write_atomic(record, json.dumps(current, indent=1) + "\n")
 
 
 def make_speech_corpus(out_dir: str | Path, config: SpeechSynthConfig = SpeechSynthConfig(),
@@ -377,12 +373,12 @@ def make_speech_corpus(out_dir: str | Path, config: SpeechSynthConfig = SpeechSy
                        "duration": round(n / SAMPLE_RATE, 4), "speaker": u.speaker.id, "voice": u.speaker.voice.id,
                        "accent": u.speaker.voice.accent, "augment": u.augment}
                 lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-            _write_atomic(manifest, "".join(lines))
+            write_atomic(manifest, "".join(lines))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     lm_text = "".join(f"{t}\n" for t in lm_sentences(config, plan))
     lm_path = out_dir / LM_TEXT
     if not lm_path.is_file() or lm_path.read_text(encoding="utf-8") != lm_text:  # a re-run rewrites nothing
-        _write_atomic(lm_path, lm_text)
+        write_atomic(lm_path, lm_text)
     return paths

@@ -31,9 +31,9 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from toolkit.data.audio import SAMPLE_RATE
 from toolkit.errors import ToolkitError
 
-SAMPLE_RATE = 16000
 ESPEAK_ACCENTS = ("en-gb", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbcwmd", "en-029", "en-gb-x-gbclan",
                   "en-us-nyc")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "klatt", "klatt2", "klatt3",
