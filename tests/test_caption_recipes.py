@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from toolkit.data.synth.shapes import HELD_OUT_PAIRS, ShapesConfig, make_shapes_corpus
+from toolkit.synth.shapes import HELD_OUT_PAIRS, ShapesConfig, make_shapes_corpus
 from toolkit.data import read_coco
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import torch
 
 from toolkit.bundle import load_model
 from toolkit.config import load_config
-from toolkit.data.synth.text_corpus import FORTUNE_DIR, WORDNET_DIR
+from toolkit.synth.text_corpus import FORTUNE_DIR, WORDNET_DIR
 from toolkit.decode import (BeamSearch, DecodingOptions, GreedySearch, JointCTCAttentionSearch, ShallowFusion,
                             search)
 from toolkit.errors import BundleError, ToolkitError
@@ -364,7 +364,7 @@ def test_saved_lm_weight_is_the_default_and_a_missing_one_is_an_error():
 
 
 def test_a_line_holding_an_evaluation_sentence_is_found():
-    from toolkit.data.synth.speech import _WordSequences
+    from toolkit.synth.speech import _WordSequences
 
     held_out = _WordSequences(["see what i mean", "why is this so", ""])
     assert held_out.found_in("do you see what i mean") and held_out.found_in("why is this so")
@@ -376,8 +376,8 @@ def test_a_line_holding_an_evaluation_sentence_is_found():
 @pytest.mark.skipif(not (FORTUNE_DIR.is_dir() and WORDNET_DIR.is_dir()),
                     reason="text packages missing (apt-get install fortunes-min fortunes wordnet-base)")
 def test_lm_text_holds_no_evaluation_sentence():
-    from toolkit.data.synth.speech import EVAL_SPLITS, SpeechSynthConfig, lm_sentences, plan_corpus
-    from toolkit.data.synth.text_corpus import load_sentences
+    from toolkit.synth.speech import EVAL_SPLITS, SpeechSynthConfig, lm_sentences, plan_corpus
+    from toolkit.synth.text_corpus import load_sentences
     from toolkit.metrics.asr import normalize_transcript_for_scoring as norm
 
     config = SpeechSynthConfig(train=40, valid=30, test_seen=30, test_heldout=30, seed=5)

@@ -1,4 +1,4 @@
-"""Long recordings with a known timeline (`toolkit.data.synth.longform`) and the demo video."""
+"""Long recordings with a known timeline (`toolkit.synth.longform`) and the demo video."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import soundfile as sf
 from toolkit.cli import main
 from toolkit.data.audio import load_audio
 from toolkit.data.speech import SpeechRecord, read_speech, write_jsonl_manifest
-from toolkit.data.synth.longform import (LongformConfig, assemble_longform, make_demo_video, read_timeline,
+from toolkit.synth.longform import (LongformConfig, assemble_longform, make_demo_video, read_timeline,
                                          speech_bounds)
 from toolkit.errors import ConfigError, ToolkitError
 from toolkit.timing import Segment

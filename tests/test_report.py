@@ -12,7 +12,7 @@ import soundfile as sf
 from PIL import Image, ImageDraw
 
 from toolkit.cli import main
-from toolkit.data.synth.longform import make_demo_video
+from toolkit.synth.longform import make_demo_video
 from toolkit.errors import ToolkitError
 from toolkit.metrics import caption_scores
 from toolkit.metrics.asr import wer_report

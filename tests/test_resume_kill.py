@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from toolkit.bundle import load_model, save_model
-from toolkit.data.synth.shapes import ShapesConfig, make_shapes_corpus
+from toolkit.synth.shapes import ShapesConfig, make_shapes_corpus
 from toolkit.errors import ToolkitError
 from toolkit.model import build_model
 from toolkit.text import train_tokenizer

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from toolkit.data.synth import augment, text_corpus, voices
-from toolkit.data.synth.speech import (LM_TEXT, SPLITS, SpeechSynthConfig, lm_sentences, make_speech_corpus,
+from toolkit.synth import augment, text_corpus, voices
+from toolkit.synth.speech import (LM_TEXT, SPLITS, SpeechSynthConfig, lm_sentences, make_speech_corpus,
                                        plan_corpus, split_voices)
-from toolkit.data.synth.text_normalize import (is_clean_transcript, normalize_transcript, number_to_words,
+from toolkit.synth.text_normalize import (is_clean_transcript, normalize_transcript, number_to_words,
                                                ordinal_words, spoken_form)
-from toolkit.data.synth.voices import Speaker, Voice
+from toolkit.synth.voices import Speaker, Voice
 from toolkit.errors import ConfigError, ToolkitError
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None

@@ -24,7 +24,7 @@ import torch
 from toolkit.bundle import save_model
 from toolkit.cli import main
 from toolkit.data.speech import SpeechRecord
-from toolkit.data.synth.longform import LongformConfig, assemble_longform, make_demo_video
+from toolkit.synth.longform import LongformConfig, assemble_longform, make_demo_video
 from toolkit.media import Region, VadConfig
 from toolkit.model.factory import build_model
 from toolkit.pipelines.subtitler import SubtitleOptions, Subtitler, snap_words

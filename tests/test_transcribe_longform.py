@@ -22,7 +22,7 @@ import torch
 from toolkit.bundle import save_model
 from toolkit.cli import main
 from toolkit.data.speech import SpeechRecord
-from toolkit.data.synth.longform import LongformConfig, assemble_longform
+from toolkit.synth.longform import LongformConfig, assemble_longform
 from toolkit.media import VadConfig
 from toolkit.model.factory import build_model
 from toolkit.pipelines import transcriber as transcriber_module

@@ -210,12 +210,12 @@ def cmd_synth(args: argparse.Namespace) -> None:
         return cmd_synth_longform(args)
     sizes = {k: v for k, v in vars(args).items() if k in SYNTH_OPTIONS[args.kind] and v is not None}
     if args.kind == "shapes":
-        from toolkit.data.synth.shapes import ShapesConfig, make_shapes_corpus
+        from toolkit.synth.shapes import ShapesConfig, make_shapes_corpus
 
         paths = make_shapes_corpus(args.out, ShapesConfig(seed=args.seed, **sizes))
     else:
-        from toolkit.data.synth.augment import AugmentConfig
-        from toolkit.data.synth.speech import LM_TEXT, SpeechSynthConfig, make_speech_corpus
+        from toolkit.synth.augment import AugmentConfig
+        from toolkit.synth.speech import LM_TEXT, SpeechSynthConfig, make_speech_corpus
 
         probs = dict(args.augment or [])
         if args.voice_shift is not None:
@@ -232,7 +232,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 def cmd_synth_longform(args: argparse.Namespace) -> None:
     from toolkit.data.speech import read_speech
-    from toolkit.data.synth.longform import LongformConfig, assemble_longform, make_demo_video
+    from toolkit.synth.longform import LongformConfig, assemble_longform, make_demo_video
 
     if args.manifest is None:
         raise ToolkitError("synth longform: --manifest is required (the utterances to assemble)")
@@ -286,7 +286,7 @@ def cmd_subtitle(args: argparse.Namespace) -> None:
     writer.write_file(result.cues, out)
     print(f"{out}: {len(result.cues)} cues, {len(result.words)} words, {result.duration / 60:.1f} min of audio")
     if args.timeline:
-        from toolkit.data.synth.longform import read_timeline
+        from toolkit.synth.longform import read_timeline
         from toolkit.subtitles.scoring import timing_report
 
         report = timing_report(result.cues, read_timeline(args.timeline), rules)

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from toolkit.bundle import load_model, save_model
-from toolkit.data.synth.shapes import COLOURS, SHAPES, captions_for, draw, sample_objects
+from toolkit.synth.shapes import COLOURS, SHAPES, captions_for, draw, sample_objects
 from toolkit.decode import DecodingOptions, decode
 from toolkit.model import build_model
 from toolkit.text import train_tokenizer

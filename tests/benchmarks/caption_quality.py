@@ -20,7 +20,7 @@ import torch
 from toolkit.bundle import load_model
 from toolkit.config import load_config
 from toolkit.data import CaptionDataset, read_captions
-from toolkit.data.synth.shapes import ShapesConfig, make_shapes_corpus
+from toolkit.synth.shapes import ShapesConfig, make_shapes_corpus
 from toolkit.decode import DecodingOptions, decode
 from toolkit.tasks.caption import CaptionExperiment, evaluate_captioner, train_captioner
 

@@ -92,7 +92,7 @@ def main() -> None:
         return child(args.child[0], args.model, Path(args.child[1]), args.vad, args.beam, args.lm)
 
     from toolkit.data.speech import read_jsonl_manifest
-    from toolkit.data.synth.longform import LongformConfig, assemble_longform
+    from toolkit.synth.longform import LongformConfig, assemble_longform
 
     records = read_jsonl_manifest(args.manifest)[: args.utterances]
     lengths = sorted(args.minutes)

@@ -20,7 +20,7 @@ from pathlib import Path
 import jiwer
 
 from toolkit.data.speech import read_jsonl_manifest
-from toolkit.data.synth.longform import LongformConfig, assemble_longform
+from toolkit.synth.longform import LongformConfig, assemble_longform
 from toolkit.media import read_spans
 from toolkit.metrics.asr import normalize_transcript_for_scoring
 from toolkit.pipelines.subtitler import SubtitleOptions, Subtitler

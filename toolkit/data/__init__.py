@@ -1,5 +1,7 @@
-"""Data: image loading (`images`), caption corpora in COCO / Karpathy / JSONL (`captions`), the caption dataset
-and loader (`caption_dataset`)."""
+"""Data: readers, datasets and samplers. Image loading (`images`), caption corpora in COCO / Karpathy / JSONL
+(`captions`), the caption dataset and loader (`caption_dataset`), audio decoding (`audio`), speech corpora in JSONL /
+Kaldi / LibriSpeech (`speech`), the speech dataset and its bucketing sampler (`speech_dataset`). Corpora are made
+by `toolkit.synth`."""
 
 from toolkit.data.caption_dataset import (
     CaptionDataset,

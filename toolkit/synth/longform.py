@@ -42,7 +42,7 @@ import soundfile as sf
 
 from toolkit.data.audio import SAMPLE_RATE, load_audio
 from toolkit.data.speech import SpeechRecord
-from toolkit.data.synth.augment import make_noise
+from toolkit.synth.augment import make_noise
 from toolkit.errors import ConfigError, ToolkitError
 from toolkit.timing import SEGMENT_KINDS, Segment, SegmentKind
 
@@ -53,7 +53,7 @@ MAX_PEAK = 0.95  # no utterance or stretch is written louder than this (PCM16 fu
 BLOCK = 1 << 16  # samples of silence written at a time
 FADE = 0.01  # seconds of raised-cosine fade at both ends of a noise / music stretch (no clicks)
 STRETCH_KINDS: tuple[tuple[SegmentKind, str], ...] = (("noise", "white"), ("noise", "pink"), ("music", "chords"))
-log = logging.getLogger("toolkit.data")
+log = logging.getLogger("toolkit.synth")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A synthetic speech corpus made offline: real English sentences spoken by many synthetic voices.
 
-    from toolkit.data.synth.speech import SpeechSynthConfig, make_speech_corpus
+    from toolkit.synth.speech import SpeechSynthConfig, make_speech_corpus
     paths = make_speech_corpus("data/synth_speech", SpeechSynthConfig(train=9000, seed=0))  # {split: manifest}
 
 Text: sentences from Debian's fortune files and WordNet's example sentences (`text_corpus`), 3-20 words, written
@@ -69,10 +69,10 @@ import numpy as np
 import soundfile as sf
 
 from toolkit.data.audio import SAMPLE_RATE
-from toolkit.data.synth.augment import AugmentConfig, apply_augmentation, sample_augmentation
-from toolkit.data.synth.text_corpus import SOURCES, load_sentences
-from toolkit.data.synth.text_normalize import normalize_transcript, spoken_form
-from toolkit.data.synth.voices import (ESPEAK_ACCENTS, ESPEAK_VARIANTS, FLITE_VOICES, Speaker, Voice, check_voices,
+from toolkit.synth.augment import AugmentConfig, apply_augmentation, sample_augmentation
+from toolkit.synth.text_corpus import SOURCES, load_sentences
+from toolkit.synth.text_normalize import normalize_transcript, spoken_form
+from toolkit.synth.voices import (ESPEAK_ACCENTS, ESPEAK_VARIANTS, FLITE_VOICES, Speaker, Voice, check_voices,
                                        synthesize)
 from toolkit.errors import ConfigError, ToolkitError
 from toolkit.files import write_atomic

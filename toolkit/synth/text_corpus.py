@@ -20,7 +20,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from toolkit.data.synth.text_normalize import is_clean_transcript, normalize_transcript
+from toolkit.synth.text_normalize import is_clean_transcript, normalize_transcript
 from toolkit.errors import ToolkitError
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
