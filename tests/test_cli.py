@@ -46,3 +46,30 @@ def test_errors_are_one_line_with_status_2(tmp_path):
     (tmp_path / "b" / "config.json").write_text("{")
     r = toolkit("info", str(tmp_path / "b"))
     assert r.returncode == 2 and "not valid JSON" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_synth_kinds_take_only_their_own_options(tmp_path, capsys):
+    from toolkit.cli import main
+
+    out = ["--out", str(tmp_path)]
+    for argv, refused in ((["shapes", *out, "--workers", "2"], "unrecognized arguments: --workers 2"),
+                          (["speech", *out, "--image-size", "64"], "unrecognized arguments: --image-size 64"),
+                          (["longform", *out, "--manifest", "m", "--train", "3"], "unrecognized arguments: --train 3"),
+                          (["shapes", *out, "--video"], "unrecognized arguments: --video"),
+                          (["longform", *out], "the following arguments are required: --manifest"),
+                          (["speech"], "the following arguments are required: --out"),
+                          ([], "the following arguments are required: KIND")):
+        with pytest.raises(SystemExit) as e:
+            main(["synth", *argv])
+        assert e.value.code == 2 and refused in capsys.readouterr().err, argv
+    assert not any(tmp_path.iterdir())
+    helps = {}
+    for kind in ("shapes", "speech", "longform"):
+        with pytest.raises(SystemExit) as e:
+            main(["synth", kind, "--help"])
+        helps[kind] = capsys.readouterr().out
+        assert e.value.code == 0 and f"usage: toolkit synth {kind}" in helps[kind]
+        assert "--out" in helps[kind] and "--seed" in helps[kind]
+    assert "--image-size" in helps["shapes"] and "--workers" not in helps["shapes"]
+    assert "--voice-shift" in helps["speech"] and "--manifest" not in helps["speech"]
+    assert "--video" in helps["longform"] and "--train" not in helps["longform"]

@@ -198,5 +198,6 @@ def test_cli(manifest, tmp_path, capsys):
     assert "longform.wav" in out and "longform.mp4" in out
     segments = read_timeline(tmp_path / "longform.json")
     assert segments[-1].end >= 12.0 and (tmp_path / "longform.mp4").stat().st_size > 0
-    assert main(["synth", "longform", "--out", str(tmp_path)]) == 2
-    assert "--manifest is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["synth", "longform", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "the following arguments are required: --manifest" in capsys.readouterr().err

@@ -205,37 +205,43 @@ def transcript_json(result) -> dict:
             "duration": round(result.duration, 3), "segments": [segment(i, s) for i, s in enumerate(result.segments)]}
 
 
-def cmd_synth(args: argparse.Namespace) -> None:
-    if args.kind == "longform":
-        return cmd_synth_longform(args)
-    sizes = {k: v for k, v in vars(args).items() if k in SYNTH_OPTIONS[args.kind] and v is not None}
-    if args.kind == "shapes":
-        from toolkit.synth.shapes import ShapesConfig, make_shapes_corpus
+def _given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among `names` given on the command line; the others keep their config's defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
-        paths = make_shapes_corpus(args.out, ShapesConfig(seed=args.seed, **sizes))
-    else:
-        from toolkit.synth.augment import AugmentConfig
-        from toolkit.synth.speech import LM_TEXT, SpeechSynthConfig, make_speech_corpus
 
-        probs = dict(args.augment or [])
-        if args.voice_shift is not None:
-            probs["voice"] = args.voice_shift
-        if probs:
-            sizes["augment"] = AugmentConfig(**{f"{kind}_prob": p for kind, p in probs.items()})
-        if args.mbrola:
-            sizes["mbrola_voices"] = tuple(args.mbrola)
-        paths = make_speech_corpus(args.out, SpeechSynthConfig(seed=args.seed, **sizes))
-        paths = {**paths, "lm_text": Path(args.out) / LM_TEXT}  # text for an external language model
+def _print_paths(paths: dict[str, Path]) -> None:
     for split, path in paths.items():
         print(f"{split}: {path}")
+
+
+def cmd_synth_shapes(args: argparse.Namespace) -> None:
+    from toolkit.synth.shapes import ShapesConfig, make_shapes_corpus
+
+    sizes = _given(args, "train", "val", "test_iid", "test_heldout", "image_size", "max_objects")
+    _print_paths(make_shapes_corpus(args.out, ShapesConfig(seed=args.seed, **sizes)))
+
+
+def cmd_synth_speech(args: argparse.Namespace) -> None:
+    from toolkit.synth.augment import AugmentConfig
+    from toolkit.synth.speech import LM_TEXT, SpeechSynthConfig, make_speech_corpus
+
+    options = _given(args, "train", "valid", "test_seen", "test_heldout", "workers")
+    probs = dict(args.augment or [])
+    if args.voice_shift is not None:
+        probs["voice"] = args.voice_shift
+    if probs:
+        options["augment"] = AugmentConfig(**{f"{kind}_prob": p for kind, p in probs.items()})
+    if args.mbrola:
+        options["mbrola_voices"] = tuple(args.mbrola)
+    paths = make_speech_corpus(args.out, SpeechSynthConfig(seed=args.seed, **options))
+    _print_paths({**paths, "lm_text": Path(args.out) / LM_TEXT})  # text for an external language model
 
 
 def cmd_synth_longform(args: argparse.Namespace) -> None:
     from toolkit.data.speech import read_speech
     from toolkit.synth.longform import LongformConfig, assemble_longform, make_demo_video
 
-    if args.manifest is None:
-        raise ToolkitError("synth longform: --manifest is required (the utterances to assemble)")
     wav = Path(args.out) / "longform.wav"
     segments = assemble_longform(read_speech(args.manifest), wav, LongformConfig(minutes=args.minutes, seed=args.seed))
     speech = sum(s.kind == "speech" for s in segments)
@@ -243,13 +249,6 @@ def cmd_synth_longform(args: argparse.Namespace) -> None:
     print(f"timeline: {wav.with_suffix('.json')}")
     if args.video:
         print(f"video: {make_demo_video(wav, wav.with_suffix('.mp4'))}")
-
-
-SYNTH_OPTIONS = {
-    "shapes": {"train", "val", "test_iid", "test_heldout", "image_size", "max_objects"},
-    "speech": {"train", "valid", "test_seen", "test_heldout", "workers"},
-    "longform": {"manifest", "minutes", "video"},
-}
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -395,6 +394,49 @@ def _add_device_option(p: argparse.ArgumentParser) -> None:
                                                     "else the CPU), cpu, cuda or cuda:N (default: auto)")
 
 
+def _add_synth_parsers(kinds: argparse._SubParsersAction) -> None:
+    """`toolkit synth shapes|speech|longform`, each with its own options."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, help="folder to write the corpus to")
+    common.add_argument("--seed", type=int, default=0, help="everything random is drawn from it (default: 0)")
+
+    p = kinds.add_parser("shapes", parents=[common], help="images of coloured shapes and their captions (COCO JSON)")
+    p.add_argument("--train", type=int, help="training images (6000)")
+    p.add_argument("--val", type=int, help="validation images (300)")
+    p.add_argument("--test-iid", type=int, help="i.i.d. test images (500)")
+    p.add_argument("--test-heldout", type=int, help="test images of colour-shape pairs training never shows (500)")
+    p.add_argument("--image-size", type=int, help="image side in pixels (128)")
+    p.add_argument("--max-objects", type=int, choices=[1, 2, 3], help="objects per image, at most (3)")
+    p.set_defaults(func=cmd_synth_shapes)
+
+    p = kinds.add_parser("speech", parents=[common], help="English sentences spoken by synthetic voices (JSONL "
+                                                          "manifests, WAV files, lm_text.txt)")
+    p.add_argument("--train", type=int, help="training utterances (9000)")
+    p.add_argument("--valid", type=int, help="validation utterances (200)")
+    p.add_argument("--test-seen", type=int, help="test utterances by training voices (300)")
+    p.add_argument("--test-heldout", type=int, help="test utterances by voices training never hears (300)")
+    p.add_argument("--workers", type=int, help="synthesis processes (default: CPU count)")
+    p.add_argument("--voice-shift", type=_weight, metavar="P",
+                   help="share of training utterances whose pitch and formants are shifted together "
+                        "(x 0.85-1.15: the voice of a larger or smaller speaker; default 0)")
+    p.add_argument("--augment", nargs="+", type=_augment_prob, metavar="KIND=P",
+                   help="the share of training utterances each augmentation applies to, for KIND among "
+                        f"{', '.join(AUGMENT_KINDS)} (defaults: noise=0.3 reverb=0.2 speed=0.3 telephone=0.1); "
+                        "e.g. --augment noise=0 reverb=0 telephone=0 leaves only speed perturbation")
+    p.add_argument("--mbrola", nargs="+", metavar="NAME",
+                   help="MBROLA voices to add, spoken by real speakers' diphones (e.g. us1 us2 us3 en1; "
+                        "Debian contrib / non-free: apt-get install mbrola mbrola-NAME); 20%% of the utterances")
+    p.set_defaults(func=cmd_synth_speech)
+
+    p = kinds.add_parser("longform", parents=[common], help="one long recording with a known timeline "
+                                                            "(longform.wav + longform.json), from a speech manifest")
+    p.add_argument("--manifest", required=True, help="the utterances (JSONL manifest, Kaldi dir or LibriSpeech "
+                                                     "folder)")
+    p.add_argument("--minutes", type=float, help="cycle the utterances until this long (default: each once)")
+    p.add_argument("--video", action="store_true", help="also write a test-pattern video (longform.mp4)")
+    p.set_defaults(func=cmd_synth_longform)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="toolkit", description="Image captioning and speech recognition with one encoder-decoder design."
@@ -503,32 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="make a synthetic corpus: shapes (images + captions, COCO JSON), speech "
                                      "(espeak-ng / flite / MBROLA voices, JSONL manifests) or longform (one long "
                                      "recording with a known timeline, from a speech manifest)")
-    p.add_argument("kind", choices=sorted(SYNTH_OPTIONS))
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", type=int, help="training items (shapes: 6000 images; speech: 9000 utterances)")
-    p.add_argument("--val", type=int, help="shapes: validation images (300)")
-    p.add_argument("--valid", type=int, help="speech: validation utterances (200)")
-    p.add_argument("--test-iid", type=int, help="shapes: i.i.d. test images (500)")
-    p.add_argument("--test-seen", type=int, help="speech: test utterances by training voices (300)")
-    p.add_argument("--test-heldout", type=int, help="held-out test items: unseen colour-shape pairs / voices")
-    p.add_argument("--image-size", type=int, help="shapes: image side in pixels (128)")
-    p.add_argument("--max-objects", type=int, choices=[1, 2, 3], help="shapes: objects per image, at most (3)")
-    p.add_argument("--workers", type=int, help="speech: synthesis processes (default: CPU count)")
-    p.add_argument("--voice-shift", type=_weight, metavar="P",
-                   help="speech: share of training utterances whose pitch and formants are shifted together "
-                        "(x 0.85-1.15: the voice of a larger or smaller speaker; default 0)")
-    p.add_argument("--augment", nargs="+", type=_augment_prob, metavar="KIND=P",
-                   help="speech: the share of training utterances each augmentation applies to, for KIND among "
-                        f"{', '.join(AUGMENT_KINDS)} (defaults: noise=0.3 reverb=0.2 speed=0.3 telephone=0.1); "
-                        "e.g. --augment noise=0 reverb=0 telephone=0 leaves only speed perturbation")
-    p.add_argument("--mbrola", nargs="+", metavar="NAME",
-                   help="speech: MBROLA voices to add, spoken by real speakers' diphones (e.g. us1 us2 us3 en1; "
-                        "Debian contrib / non-free: apt-get install mbrola mbrola-NAME); 20%% of the utterances")
-    p.add_argument("--manifest", help="longform: the utterances (JSONL manifest, Kaldi dir or LibriSpeech folder)")
-    p.add_argument("--minutes", type=float, help="longform: cycle the utterances until this long (default: each once)")
-    p.add_argument("--video", action="store_true", help="longform: also write a test-pattern video (longform.mp4)")
-    p.set_defaults(func=cmd_synth)
+    _add_synth_parsers(p.add_subparsers(dest="kind", required=True, metavar="KIND"))
 
     p = sub.add_parser("convert", help="convert a caption corpus between COCO, Karpathy and JSONL")
     p.add_argument("src")
