@@ -27,11 +27,11 @@ from toolkit.decode import DecodingOptions, search
 from toolkit.decode.ctc import ctc_greedy
 from toolkit.errors import ToolkitError
 from toolkit.lm import LanguageModel, fusion_weights, load_lm
-from toolkit.metrics.asr import normalize_transcript_for_scoring, wer_report
+from toolkit.metrics.asr import wer_report
 from toolkit.model import EncoderDecoder, ModelConfig, build_model
 from toolkit.model.audio_frontend import FeatureStats
 from toolkit.tasks.common import TokenizerConfig, copy_weights, prepare_tokenizer
-from toolkit.text import load_tokenizer
+from toolkit.text import load_tokenizer, normalize_text
 from toolkit.train import TrainConfig, Trainer, TrainResult
 from toolkit.train.distributed import World, join_process_group
 from toolkit.train.trainer import seed_everything
@@ -43,8 +43,8 @@ log = logging.getLogger("toolkit.asr")
 class SpeechDataConfig:
     """Where the utterances are (JSONL manifest, Kaldi data dir or LibriSpeech folder) and how they are batched.
 
-    Transcripts are normalised once, for training and scoring alike (`normalize_transcript_for_scoring`:
-    lowercase, punctuation removed except in-word apostrophes).
+    Transcripts are normalised once, for training and scoring alike (`toolkit.text.normalize_text`: lowercase,
+    punctuation removed except in-word apostrophes).
     """
 
     train: str
@@ -78,7 +78,7 @@ def _read(path: str, subsets: list[str] | None) -> list[SpeechRecord]:
     records = read_speech(path, subsets=subsets) if subsets else read_speech(path)
     if not records:
         raise ToolkitError(f"{path}: holds no utterances")
-    return [replace(r, text=normalize_transcript_for_scoring(r.text)) for r in records]
+    return [replace(r, text=normalize_text(r.text)) for r in records]
 
 
 def _usable(records: list[SpeechRecord], path: str, what: str, **limits) -> list[SpeechRecord]:

@@ -6,7 +6,7 @@
     nll, tokens = lm_nll(lm, make_sentence_loader(ids, 4096, train=False))   # perplexity: exp(nll / tokens)
 
 Text: files of one sentence per line (UTF-8), normalised as transcripts are for training and scoring
-(`normalize_transcript_for_scoring`), duplicates dropped, then `data.valid_size` sentences drawn at random (seed
+(`toolkit.text.normalize_text`), duplicates dropped, then `data.valid_size` sentences drawn at random (seed
 `train.seed`) are held out for validation (perplexity per token, EOS included). A sentence is BOS + tokens + EOS;
 sentences with a character (token) the tokenizer does not know, or longer than `data.max_length` tokens, are
 skipped and counted: an LM that learnt <unk> would only reward it. Batches are sentences of similar length, padded,
@@ -35,8 +35,7 @@ from toolkit.data.padding import pad_sequences
 from toolkit.data.speech_dataset import BucketBatchSampler
 from toolkit.errors import ToolkitError
 from toolkit.lm import Lexicon, LstmLM, LstmLMConfig, save_lm
-from toolkit.metrics.asr import normalize_transcript_for_scoring
-from toolkit.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, load_tokenizer
+from toolkit.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, load_tokenizer, normalize_text
 from toolkit.train import TrainConfig, Trainer, TrainResult
 from toolkit.train.distributed import World, join_process_group
 
@@ -91,7 +90,7 @@ def read_sentences(paths: Sequence[str | Path]) -> list[str]:
         except OSError as e:
             raise ToolkitError(f"{path}: cannot be read ({e.strerror or e.__class__.__name__})") from None
         for line in text.splitlines():
-            sentence = normalize_transcript_for_scoring(line)
+            sentence = normalize_text(line)
             if sentence:
                 seen.setdefault(sentence, None)
     return list(seen)
