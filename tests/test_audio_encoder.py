@@ -51,6 +51,7 @@ def test_shapes_and_lengths():
     assert out.lengths.dtype == torch.int64
     assert out.lengths.tolist() == expected == enc.output_lengths(n).tolist()
     assert enc.frame_shift_seconds == pytest.approx(0.04)
+    assert out.grid is None  # a sequence, not an image grid
     assert (out.memory[out.padding_mask] == 0).all()
     # lengths=None means every item is full length
     assert enc(x[:1]).lengths.tolist() == [expected[0]]

@@ -106,7 +106,7 @@ def test_beam_one_is_greedy_search(setup, captioner, monkeypatch):
 def test_attention_maps(setup, captioner):
     _, paths, _ = setup
     results = captioner.caption(paths[:3], max_length=MAX_LEN, attention=True)
-    grid = captioner.model.encoder.last_grid
+    grid = captioner.model.encode(image_to_tensor(load_image(paths[0]), SIZE)[None]).grid
     assert grid is not None and grid[0] * grid[1] > 1
     assert any(len(r.tokens) > 1 for r in results)
     for r in results:
@@ -145,6 +145,10 @@ def test_wrong_task_bundle_is_refused(tmp_path):
     assert "\n" not in str(e.value)
     save_model(tmp_path / "untagged", make_model(tok), tok)  # no task: accepted, default image size
     assert Captioner.from_pretrained(tmp_path / "untagged").image_size == 128
+    audio = build_model({"vocab_size": tok.vocab_size, "d_model": 32, "decoder": {"num_layers": 1, "num_heads": 2},
+                         "encoder": {"name": "conformer", "num_layers": 1, "num_heads": 2, "ffn_dim": 64}})
+    with pytest.raises(ToolkitError, match=r"encoder \(ConformerEncoder\) is not an image encoder"):
+        Captioner(audio, tok)
 
 
 def test_expand_image_args(setup, tmp_path, monkeypatch):

@@ -57,7 +57,7 @@ def test_shapes_and_batch_equals_items(name, backbone):
     with torch.no_grad():
         out = enc(x, lengths=torch.tensor([1, 2, 3]))  # lengths are ignored
         singles = [enc(x[i : i + 1]).memory for i in range(3)]
-    assert enc.last_grid == (2, 3)
+    assert out.grid == (2, 3)
     assert out.memory.shape == (3, 6, 32) and enc.d_model == 32
     assert out.lengths.dtype == torch.int64 and out.lengths.tolist() == [6, 6, 6]
     assert not out.padding_mask.any()

@@ -33,10 +33,13 @@ class EncoderOutput:
 
     memory:  `(B, S, D)` encoded sequence (image positions or audio frames).
     lengths: `(B,)` int64 number of valid positions of each item; positions past it are padding.
+    grid:    `(H', W')` of an image encoder's feature map, whose positions `memory` holds row-major
+             (S = H'W'); None for sequences (audio).
     """
 
     memory: Tensor
     lengths: Tensor
+    grid: tuple[int, int] | None = None
 
     @property
     def padding_mask(self) -> Tensor:

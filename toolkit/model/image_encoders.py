@@ -118,9 +118,9 @@ def load_weights(
 class CNNImageEncoder(Encoder):
     """A CNN `backbone` mapping normalised `(B, 3, H, W)` images to `(B, C, H', W')`, projected to `d_model`.
 
-    forward(x (B, 3, H, W) float in [0, 1]) -> EncoderOutput(memory (B, H'W', d_model), lengths (B,) = H'W').
-    `last_grid` holds `(H', W')` of the last call (to reshape attention weights into heatmaps). A frozen
-    backbone has `requires_grad=False` and stays in eval mode (BatchNorm statistics fixed) under `.train()`.
+    forward(x (B, 3, H, W) float in [0, 1]) -> EncoderOutput(memory (B, H'W', d_model), lengths (B,) = H'W',
+    grid (H', W'), by which attention weights reshape into heatmaps). A frozen backbone has `requires_grad=False`
+    and stays in eval mode (BatchNorm statistics fixed) under `.train()`.
     """
 
     def __init__(
@@ -142,7 +142,6 @@ class CNNImageEncoder(Encoder):
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         self.backbone_frozen = False
-        self.last_grid: tuple[int, int] | None = None
         if freeze_backbone:
             self.freeze_backbone()
 
@@ -176,10 +175,9 @@ class CNNImageEncoder(Encoder):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
             fmap = self.features(x)  # (B, C, H', W')
         b, _, h, w = fmap.shape
-        self.last_grid = (h, w)
         memory = self.norm(self.proj(fmap.flatten(2).transpose(1, 2)))  # (B, H'W', d_model)
         memory = self.dropout(memory) + sinusoidal_position_2d(h, w, self.d_model, memory.device).to(memory.dtype)
-        return EncoderOutput(memory, torch.full((b,), h * w, dtype=torch.long, device=memory.device))
+        return EncoderOutput(memory, torch.full((b,), h * w, dtype=torch.long, device=memory.device), grid=(h, w))
 
 
 @dataclass

@@ -18,7 +18,8 @@ from PIL import Image
 
 from toolkit.decode import DecodingOptions, search
 from toolkit.errors import ToolkitError
-from toolkit.model import BOS_ID, PAD_ID, EncoderDecoder
+from toolkit.model import BOS_ID, PAD_ID, EncoderDecoder, EncoderOutput
+from toolkit.model.image_encoders import CNNImageEncoder
 from toolkit.text import Tokenizer
 
 #: File extensions (lower case) taken from folders and glob patterns.
@@ -56,7 +57,7 @@ class Captioner:
     ):
         if model.decoder is None:
             raise ToolkitError("this model has no attention decoder, so it cannot caption images")
-        if not hasattr(model.encoder, "last_grid"):
+        if not isinstance(model.encoder, CNNImageEncoder):
             raise ToolkitError(f"this model's encoder ({type(model.encoder).__name__}) is not an image encoder")
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -121,9 +122,8 @@ class Captioner:
             x = torch.stack([self._tensor(img) for img in batch]).to(self.device)
             # decode() is encode + search; the encoder output is kept for the attention pass.
             enc_out = self.model.encode(x)
-            grid = self.model.encoder.last_grid
             hyps = [nbest[0] for nbest in search(self.model, enc_out, options)]
-            maps = self._attention(enc_out, [h.tokens for h in hyps], grid) if attention else [None] * len(hyps)
+            maps = self._attention(enc_out, [h.tokens for h in hyps]) if attention else [None] * len(hyps)
             for img, hyp, att in zip(batch, hyps, maps):
                 results.append(CaptionResult(
                     caption=self.tokenizer.decode(hyp.tokens),
@@ -134,11 +134,12 @@ class Captioner:
                 ))
         return results
 
-    def _attention(self, enc_out, token_lists: list[list[int]], grid: tuple[int, int] | None) -> list[np.ndarray]:
-        """Teacher-force [BOS] + tokens for the batch and return each item's `(len(tokens), H', W')` weights."""
-        if grid is None:
-            raise ToolkitError("the image encoder did not report its feature grid (encoder.last_grid)")
-        h, w = grid
+    def _attention(self, enc_out: EncoderOutput, token_lists: list[list[int]]) -> list[np.ndarray]:
+        """Teacher-force [BOS] + tokens for the batch and return each item's `(len(tokens), H', W')` weights
+        (`enc_out.grid`)."""
+        if enc_out.grid is None:
+            raise ToolkitError("the image encoder did not report its feature grid (EncoderOutput.grid)")
+        h, w = enc_out.grid
         longest = max(len(t) for t in token_lists)
         inputs = torch.full((len(token_lists), longest + 1), PAD_ID, dtype=torch.long, device=self.device)
         inputs[:, 0] = BOS_ID
