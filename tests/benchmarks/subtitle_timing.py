@@ -7,7 +7,8 @@ between them, every sixth gap a stretch of white / pink noise or chords), subtit
 scores the cues against the recording's timeline (`toolkit.subtitles.scoring.timing_report`): cue start errors,
 cues over pure silence / noise, overlaps, subtitling-rule violations. Long-form WER (all cue text against all
 reference text) is compared with the WER of the same utterances cut out of the same recording and decoded one
-by one. Prints a table, then key=value figures.
+by one. Prints a table, then key=value figures (`wer_ratio` = long-form / one-by-one WER: inf when only the
+one-by-one WER is 0, nan when both are).
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def wer(refs: list[str], hyps: list[str]) -> float:
     ref = " ".join(normalize_transcript_for_scoring(r) for r in refs).split()
     hyp = " ".join(normalize_transcript_for_scoring(h) for h in hyps).split()
     return jiwer.wer(" ".join(ref), " ".join(hyp)) if ref else float("nan")
+
+
+def ratio(a: float, b: float) -> float:
+    """a / b, where a zero `b` gives inf (a > 0) or nan (a == 0: both perfect, no ratio to speak of)."""
+    if b == 0:
+        return float("inf") if a > 0 else float("nan")
+    return a / b
 
 
 def main() -> None:
@@ -88,7 +96,7 @@ def main() -> None:
     print(f"start_median={report['start_error_median']:.3f} start_p95={report['start_error_p95']:.3f} "
           f"nonspeech_cues={report['cues_in_nonspeech']} overlaps={report['overlapping_cues']} "
           f"violations={report['rule_violations']} missed={report['missed_utterances']} "
-          f"wer_longform={wer_long:.4f} wer_single={wer_single:.4f} wer_ratio={wer_long / wer_single:.3f} "
+          f"wer_longform={wer_long:.4f} wer_single={wer_single:.4f} wer_ratio={ratio(wer_long, wer_single):.3f} "
           f"rtf={seconds / duration:.4f}")
 
 
