@@ -1,17 +1,19 @@
 """Training speed against SpeechBrain, side by side in one run, at SpeechBrain's LibriSpeech `conformer_small` size.
 
     pip install speechbrain==1.1.2        # for this benchmark only (not a dependency of the toolkit)
-    python tests/benchmarks/train_speed.py [--steps 5] [--warmup 2] [--threads 2] [--no-sb-bf16] [--device cuda]
+    python tests/benchmarks/train_speed.py [--steps 5] [--warmup 2] [--threads 2] [--precision both] [--device cuda]
 
-Three systems train on the same random batches (B waveforms x S seconds of 16 kHz noise, U random tokens each,
-ids 4..V-1 so that no special id is used), one optimizer update per step, and the steps of the systems are
-interleaved (ours, SpeechBrain fp32, SpeechBrain bf16, ours, ...) so that machine noise hits all alike:
+Each system trains in fp32 and under bf16 autocast (`--precision` picks one or both) on the same random batches
+(B waveforms x S seconds of 16 kHz noise, U random tokens each, ids 4..V-1 so that no special id is used), one
+optimizer update per step, and the steps are interleaved (ours fp32, SpeechBrain fp32, ours bf16, SpeechBrain
+bf16, ours fp32, ...) so that machine noise hits all alike. Ours and SpeechBrain are compared at equal precision:
 
-  ours     `build_model` (Conformer encoder d 144, 12 layers, 4 heads, ffn 1024, kernel 31; 4-layer decoder,
-           ffn 1024; CTC head; vocab 5000), stepped as `toolkit.train.Trainer` steps it with `amp: bf16`:
-           bf16 autocast around `model.loss` (ctc_weight 0.3, label_smoothing 0.1, as recipes/librispeech;
-           CTC and log-softmax run fp32 inside the model), loss finiteness check, backward, grad-norm clip 5,
-           AdamW (lr 1e-3, betas 0.9/0.98, weight decay 0.01 on matrices only: `param_groups`).
+  ours_*   `build_model` (Conformer encoder d 144, 12 layers, 4 heads, ffn 1024, kernel 31; 4-layer decoder,
+           ffn 1024; CTC head; vocab 5000), stepped as `toolkit.train.Trainer` steps it with `amp: none` (fp32)
+           or `amp: bf16` (bf16 autocast around `model.loss`; CTC and log-softmax run fp32 inside the model):
+           `model.loss` (ctc_weight 0.3, label_smoothing 0.1, as recipes/librispeech), loss finiteness check,
+           backward, grad-norm clip 5, AdamW (lr 1e-3, betas 0.9/0.98, weight decay 0.01 on matrices only:
+           `param_groups`).
   sb_fp32  SpeechBrain 1.1.2 modules built with the values of recipes/LibriSpeech/ASR/transformer/hparams/
            conformer_small.yaml and stepped as its train.py + `Brain.fit_batch` step them at the recipe's
            default `precision: fp32`: Fbank(n_mels 80, n_fft 400) -> InputNormalization(global, updating)
@@ -22,10 +24,12 @@ interleaved (ours, SpeechBrain fp32, SpeechBrain bf16, ours, ...) so that machin
 
 Data loading and speed perturbation (done in the recipe's loader workers) are outside every timed step.
 Prints the settings, parameter counts, a table (s/step from the best step by default, best and median wall
-seconds, process CPU seconds of the best step, utterances/s, audio seconds/s, ratios), then a last line of
-key=value figures: `speedup` = ours / sb_fp32 utterances/s, `cpu_speedup` the same from CPU seconds.
+seconds, process CPU seconds of the best step, utterances/s, audio seconds/s, ours / SpeechBrain at the same
+precision), then a last line of key=value figures: `speedup_fp32` = ours_fp32 / sb_fp32 utterances/s and
+`speedup_bf16` = ours_bf16 / sb_bf16 (the headline), `cpu_speedup_*` the same from CPU seconds, and, labelled
+as across precisions, `ours_bf16_vs_sb_fp32` (ours under bf16 against SpeechBrain's default fp32).
 
-`--device cuda` runs all three on the GPU (autocast on that device; each step's time runs from a synchronised
+`--device cuda` runs every system on the GPU (autocast on that device; each step's time runs from a synchronised
 start to a synchronised end), so the comparison holds there too.
 
 OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE unless the environment sets it): on a 2-core machine shared
@@ -44,7 +48,7 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
+from contextlib import AbstractContextManager, nullcontext  # noqa: E402
 from typing import Callable  # noqa: E402
 
 import torch  # noqa: E402
@@ -77,7 +81,12 @@ def make_batch(args: argparse.Namespace) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------- ours
 
 
-def build_ours(args: argparse.Namespace, batch: dict[str, torch.Tensor]) -> tuple[Step, int, str]:
+def autocast(args: argparse.Namespace, bf16: bool) -> Callable[[], AbstractContextManager]:
+    """A fresh bf16 autocast context on `args.device` per call, or no autocast (fp32)."""
+    return (lambda: torch.autocast(args.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+
+
+def build_ours(args: argparse.Namespace, batch: dict[str, torch.Tensor], bf16: bool) -> tuple[Step, int, str]:
     torch.manual_seed(args.seed)
     config = {
         "vocab_size": args.vocab,
@@ -95,9 +104,10 @@ def build_ours(args: argparse.Namespace, batch: dict[str, torch.Tensor]) -> tupl
     wavs, targets = batch["wavs"], batch["tokens"]
     wav_lengths = torch.full((wavs.size(0),), wavs.size(1), dtype=torch.long, device=args.device)
     target_lengths = torch.full((targets.size(0),), targets.size(1), dtype=torch.long, device=args.device)
+    ctx = autocast(args, bf16)
 
     def step() -> float:
-        with torch.autocast(args.device.type, dtype=torch.bfloat16):
+        with ctx():
             out = model.loss(wavs, wav_lengths, targets, target_lengths, ctc_weight=0.3, label_smoothing=0.1)
         loss = out["loss"].float()
         if not torch.isfinite(loss):
@@ -111,7 +121,7 @@ def build_ours(args: argparse.Namespace, batch: dict[str, torch.Tensor]) -> tupl
     enc = model.encoder.config
     desc = (f"ours: toolkit build_model, conformer d 144 x{enc.num_layers} (4 heads, ffn 1024, kernel 31, "
             f"Conv2d subsampling {enc.subsampling_channels or 144} channels, abs sinusoids + SDPA), decoder 4 "
-            f"layers ffn 1024 (tied output), CTC; bf16 autocast, ctc_weight 0.3, label_smoothing 0.1, AdamW, clip 5")
+            f"layers ffn 1024 (tied output), CTC; fp32 / bf16 autocast, ctc_weight 0.3, label_smoothing 0.1, AdamW, clip 5")
     return step, count_params([model]), desc
 
 
@@ -174,7 +184,7 @@ def build_speechbrain(args: argparse.Namespace, batch: dict[str, torch.Tensor], 
     tokens_eos = torch.cat([tokens, torch.full((b, 1), eos_index, **on)], dim=1)
     tokens_lens = torch.ones(b, **on)
     tokens_eos_lens = torch.ones(b, **on)
-    ctx = (lambda: torch.autocast(args.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    ctx = autocast(args, bf16)
 
     def step() -> float:
         # Brain.fit_batch (precision fp32: no autocast; bf16: torch autocast) -> compute_forward / objectives
@@ -217,7 +227,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stat", choices=["best", "median"], default="best",
                     help="step time the figures use: best (min; robust on a shared, noisy machine) or median")
-    ap.add_argument("--no-sb-bf16", action="store_true", help="skip the SpeechBrain bf16 autocast row")
+    ap.add_argument("--precision", choices=["both", "fp32", "bf16"], default="both",
+                    help="the precisions both systems train in (each compared at equal precision)")
     ap.add_argument("--sb-adamw", action="store_true", help="SpeechBrain with AdamW instead of the recipe's Adam")
     ap.add_argument("--ours-subsampling-channels", type=int, default=0,
                     help="our Conv2d subsampling channels (0: the default, d_model)")
@@ -231,19 +242,21 @@ def main() -> None:
     except ImportError:
         sys.exit("speechbrain is not installed: pip install speechbrain==1.1.2 (for this benchmark only)")
 
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     batch = make_batch(args)
-    ours, ours_params, ours_desc = build_ours(args, batch)
-    systems: dict[str, Step] = {"ours_bf16": ours}
-    sb_fp32, sb_params = build_speechbrain(args, batch, bf16=False)
-    systems["sb_fp32"] = sb_fp32
-    sb_bf16_error = None
-    if not args.no_sb_bf16:
-        sb_bf16, _ = build_speechbrain(args, batch, bf16=True)
-        try:
-            sb_bf16()
-            systems["sb_bf16"] = sb_bf16
-        except RuntimeError as e:  # report instead of failing the whole comparison
-            sb_bf16_error = str(e).splitlines()[0]
+    systems: dict[str, Step] = {}
+    failed: dict[str, str] = {}  # system -> first line of the error of its trial step
+    for prec in precisions:
+        ours, ours_params, ours_desc = build_ours(args, batch, bf16=prec == "bf16")
+        sb, sb_params = build_speechbrain(args, batch, bf16=prec == "bf16")
+        for name, step in ((f"ours_{prec}", ours), (f"sb_{prec}", sb)):
+            try:
+                step()  # a trial step: a system that cannot run is reported, not the end of the comparison
+                systems[name] = step
+            except RuntimeError as e:
+                failed[name] = str(e).splitlines()[0]
+    if not systems:
+        sys.exit("no system ran: " + "; ".join(f"{n}: {e}" for n, e in failed.items()))
 
     losses: dict[str, float] = {}
     for _ in range(args.warmup):
@@ -272,25 +285,28 @@ def main() -> None:
           f"ctc_lin/seq_lin), ctc_weight 0.3, label_smoothing 0.0, {'AdamW' if args.sb_adamw else 'Adam'}, clip 5")
     print(f"parameters: ours {ours_params / 1e6:.2f} M, speechbrain {sb_params / 1e6:.2f} M")
     print(f"{'system':<10} {'s/step':>8} {'best':>8} {'median':>8} {'cpu s':>7} {'utt/s':>8} {'audio s/s':>10} "
-          f"{'vs sb_fp32':>11} {'vs sb_bf16':>11} {'last loss':>10}")
+          f"{'ours/sb':>8} {'last loss':>10}")
     pick = min if args.stat == "best" else statistics.median
     picked = {name: pick(t) for name, t in times.items()}
+    utt = {name: args.batch / secs for name, secs in picked.items()}
     for name, t in times.items():
-        vs_bf16 = f"{picked['sb_bf16'] / picked[name]:>11.2f}" if "sb_bf16" in picked else f"{'-':>11}"
-        secs = picked[name]
-        print(f"{name:<10} {secs:>8.3f} {min(t):>8.3f} {statistics.median(t):>8.3f} {min(cpu[name]):>7.2f} "
-              f"{args.batch / secs:>8.2f} {audio / secs:>10.1f} {picked['sb_fp32'] / secs:>11.2f} {vs_bf16} "
-              f"{losses[name]:>10.2f}")
+        prec = name.split("_")[1]
+        both = f"ours_{prec}" in utt and f"sb_{prec}" in utt
+        ratio = f"{utt[f'ours_{prec}'] / utt[f'sb_{prec}']:>8.2f}" if both else f"{'-':>8}"
+        print(f"{name:<10} {picked[name]:>8.3f} {min(t):>8.3f} {statistics.median(t):>8.3f} {min(cpu[name]):>7.2f} "
+              f"{utt[name]:>8.2f} {audio / picked[name]:>10.1f} {ratio} {losses[name]:>10.2f}")
     print("all step times (s): " + "; ".join(f"{n} " + " ".join(f"{x:.2f}" for x in t) for n, t in times.items()))
-    if sb_bf16_error:
-        print(f"sb_bf16 did not run: {sb_bf16_error}")
+    for name, error in failed.items():
+        print(f"{name} did not run: {error}")
 
-    ours_utt, sb_utt = args.batch / picked["ours_bf16"], args.batch / picked["sb_fp32"]
-    figures = [f"ours_utt_s={ours_utt:.2f}", f"sb_utt_s={sb_utt:.2f}", f"speedup={ours_utt / sb_utt:.2f}"]
-    if "sb_bf16" in picked:
-        sb_bf16_utt = args.batch / picked["sb_bf16"]
-        figures += [f"sb_bf16_utt_s={sb_bf16_utt:.2f}", f"speedup_vs_sb_bf16={ours_utt / sb_bf16_utt:.2f}"]
-    figures += [f"cpu_speedup={min(cpu['sb_fp32']) / min(cpu['ours_bf16']):.2f}"]
+    figures = [f"{name}_utt_s={u:.2f}" for name, u in utt.items()]
+    for prec in precisions:  # the headline: ours / SpeechBrain at equal precision
+        ours, sb = f"ours_{prec}", f"sb_{prec}"
+        if ours in utt and sb in utt:
+            figures += [f"speedup_{prec}={utt[ours] / utt[sb]:.2f}",
+                        f"cpu_speedup_{prec}={min(cpu[sb]) / min(cpu[ours]):.2f}"]
+    if "ours_bf16" in utt and "sb_fp32" in utt:  # across precisions: ours bf16 against SpeechBrain's default fp32
+        figures += [f"ours_bf16_vs_sb_fp32={utt['ours_bf16'] / utt['sb_fp32']:.2f}"]
     figures += [f"ours_params_m={ours_params / 1e6:.2f}", f"sb_params_m={sb_params / 1e6:.2f}"]
     print(" ".join(figures))
 
