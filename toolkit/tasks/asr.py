@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from tqdm import tqdm
@@ -60,14 +60,21 @@ class SpeechDataConfig:
 
 @dataclass
 class AsrExperiment:
-    """Everything a speech-recognition run needs; a recipe's YAML is exactly this."""
+    """Everything a speech-recognition run needs; a recipe's YAML is exactly this.
+
+    ctc_loss_weight is the CTC share of the training loss (`ctc_loss_weight * CTC + (1 - ctc_loss_weight) *
+    attention`); `decoding.ctc_weight` is the search's CTC prefix weight, saved in the bundle as
+    `info.decoding.ctc_weight`. A config with the old top-level name `ctc_weight` is refused with the new one.
+    """
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"ctc_weight": "ctc_loss_weight"}
 
     data: SpeechDataConfig
     train: TrainConfig
     model: ModelConfig = field(default_factory=lambda: ModelConfig(encoder={"name": "conformer"}, ctc=True))
     tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(kind="char"))
     decoding: DecodingOptions = field(default_factory=lambda: DecodingOptions(max_length=200, max_length_ratio=1.0))
-    ctc_weight: float = 0.3  # loss: ctc_weight * CTC + (1 - ctc_weight) * attention
+    ctc_loss_weight: float = 0.3
     label_smoothing: float = 0.1
     init_from: str | None = None
     task: Literal["asr"] = "asr"
@@ -198,7 +205,7 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
 
     def loss_fn(model: EncoderDecoder, batch: dict) -> dict:
         return model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"],
-                          ctc_weight=exp.ctc_weight, label_smoothing=exp.label_smoothing)
+                          ctc_weight=exp.ctc_loss_weight, label_smoothing=exp.label_smoothing)
 
     def validate_fn(model: EncoderDecoder) -> dict[str, float]:
         greedy = replace(exp.decoding, beam_size=1, nbest=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0,
