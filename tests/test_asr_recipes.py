@@ -80,8 +80,8 @@ def test_synth_speech_recipe_cli_end_to_end(tmp_path):
                 lm / "final", "--oov-penalty", 2)
     assert r.stdout.strip().splitlines()[-1].startswith("wer=")
     r = toolkit("transcribe", wavs[0], "--model", exp / "final", "--oov-penalty", 2, ok=False)
-    assert r.returncode == 2 and r.stderr.strip().endswith("--oov-penalty needs a language model with a lexicon "
-                                                           "(--lm DIR)")
+    assert r.returncode == 2 and r.stderr.strip().endswith("oov_penalty 2 needs a language model with a lexicon "
+                                                           "(lm / --lm DIR)")
     r = toolkit("evaluate", "--model", exp / "final", "--data", data / "test_heldout.jsonl", "--beam", 2,
                 "--lm", lm / "final")
     assert r.stdout.strip().splitlines()[-1].startswith("wer=")

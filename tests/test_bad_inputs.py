@@ -544,7 +544,9 @@ BAD_CONFIGS = {
     "wrong type": (ASR_BASE.replace("max_steps: 2", "max_steps: two"), [".train.max_steps: expected an integer"]),
     "wrong nested type": (ASR_BASE + "model: {d_model: 3.5}\n", [".model.d_model: expected an integer, got 3.5"]),
     "invalid value": (ASR_BASE + "model: {decoder: {dropout: 1.5}}\n", [".model", "decoder.dropout must be in"]),
-    "NaN": (ASR_BASE + "ctc_weight: .nan\n", [".ctc_weight: expected a number, got nan"]),
+    "renamed key": (ASR_BASE + "ctc_weight: 0.5\n", ["key 'ctc_weight' of AsrExperiment is now called "
+                                                      "'ctc_loss_weight': rename it"]),
+    "NaN": (ASR_BASE + "ctc_loss_weight: .nan\n", [".ctc_loss_weight: expected a number, got nan"]),
     "400-digit number": (ASR_BASE + "label_smoothing: " + "9" * 400 + "\n",
                          [".label_smoothing: expected a number, got an integer of 400 digits"]),
     "invalid YAML": ("task: asr\ndata: [1\n", [":3: invalid YAML"]),

@@ -1,7 +1,7 @@
 """Typed configs: YAML + overrides, unknown keys and wrong types refused in one line naming file and field."""
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
@@ -50,6 +50,21 @@ def test_from_dict_builds_nested_and_converts_int_to_float():
 def test_bad_values_are_refused_with_their_path(data, match):
     with pytest.raises(ConfigError, match=match):
         from_dict(Outer, data, "cfg")
+
+
+@dataclass
+class Renamed:
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"weight": "loss_weight"}
+    loss_weight: float = 0.3
+
+
+def test_a_renamed_key_is_refused_with_its_new_name():
+    assert from_dict(Renamed, {"loss_weight": 0.5}) == Renamed(0.5)
+    with pytest.raises(ConfigError, match=r"^cfg.inner: key 'weight' of Renamed is now called 'loss_weight': "
+                                          r"rename it$"):
+        from_dict(Renamed, {"weight": 0.5}, "cfg.inner")
+    with pytest.raises(ConfigError, match=r"^cfg: unknown key 'bogus' for Renamed"):
+        from_dict(Renamed, {"bogus": 1}, "cfg")
 
 
 def test_overrides_and_yaml(tmp_path):

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from toolkit.bundle import save_model
-from toolkit.decode import DecodingOptions, ShallowFusion
+from toolkit.decode import DecodingOptions, ShallowFusion, resolve_decoding
 from toolkit.errors import BundleError, ToolkitError
 from toolkit.lm import Lexicon, TokenLexicon, load_lm, save_lm, token_texts
 from toolkit.model import BOS_ID, EOS_ID
-from toolkit.tasks.asr import asr_decoding_options
 from toolkit.tasks.lm import LmDataConfig, make_lexicon, train_lm
 from toolkit.text import UNK_ID, train_tokenizer
 
@@ -163,12 +162,12 @@ def test_oov_penalty_needs_an_lm_with_a_lexicon():
 
 
 def test_saved_oov_penalty_is_the_default():
-    info = {"decoding": {"ctc_weight": 0.3, "lm_weight": 0.6, "length_bonus": 1.5, "oov_penalty": 3.0}}
-    assert asr_decoding_options(info, lm=True).oov_penalty == 3.0
-    assert asr_decoding_options(info, lm=True, oov_penalty=0.0).oov_penalty == 0.0
-    assert asr_decoding_options(info).oov_penalty == 0.0  # no LM, no lexicon: the saved penalty is not used
-    with pytest.raises(ToolkitError, match="an OOV penalty needs a language model with a lexicon"):
-        asr_decoding_options(info, oov_penalty=2.0)
+    saved = {"ctc_weight": 0.3, "lm_weight": 0.6, "length_bonus": 1.5, "oov_penalty": 3.0}
+    assert resolve_decoding(saved, has_lm=True, has_lexicon=True).oov_penalty == 3.0
+    assert resolve_decoding(saved, has_lm=True, oov_penalty=0.0).oov_penalty == 0.0
+    assert resolve_decoding(saved).oov_penalty == 0.0  # no LM, no lexicon: the saved penalty is not used
+    with pytest.raises(ToolkitError, match="oov_penalty 2 needs a language model with a lexicon"):
+        resolve_decoding(saved, oov_penalty=2.0)
 
 
 # ------------------------------------------------------------------------------------------------ bundles
@@ -218,12 +217,12 @@ def test_evaluate_and_transcribe_refuse_a_penalty_without_a_lexicon(tmp_path):
     save_lm(tmp_path / "plain", random_lm(1), tokenizer)
     save_lm(tmp_path / "lex", random_lm(1), tokenizer, lexicon=Lexicon(WORDS))
     wave = torch.randn(8000).numpy()  # noise, not speech: decoded whole (vad=None) to exercise the search
-    with pytest.raises(ToolkitError, match="no lexicon .* for OOV penalty 2: give oov_penalty 0"):
+    with pytest.raises(ToolkitError, match="no lexicon .* for OOV penalty 2: give oov_penalty 0 "):
         Transcriber.from_pretrained(tmp_path / "asr", lm=tmp_path / "plain").transcribe(wave, vad=None)
     plain = Transcriber.from_pretrained(tmp_path / "asr", lm=tmp_path / "plain", oov_penalty=0.0)
     assert plain.transcribe(wave, vad=None)[0].text
     held = Transcriber.from_pretrained(tmp_path / "asr", lm=tmp_path / "lex", oov_penalty=100.0).transcribe(wave,
                                                                                                            vad=None)
     assert held[0].text and all(w in WORDS for w in held[0].text.split())
-    with pytest.raises(ToolkitError, match="oov_penalty needs a language model"):
+    with pytest.raises(ToolkitError, match=r"^oov_penalty 1 needs a language model with a lexicon"):
         Transcriber.from_pretrained(tmp_path / "asr").transcribe(wave, oov_penalty=1.0)

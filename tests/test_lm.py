@@ -12,11 +12,10 @@ from toolkit.bundle import load_model
 from toolkit.config import load_config
 from toolkit.synth.text_corpus import FORTUNE_DIR, WORDNET_DIR
 from toolkit.decode import (BeamSearch, DecodingOptions, GreedySearch, JointCTCAttentionSearch, ShallowFusion,
-                            search)
+                            resolve_decoding, search)
 from toolkit.errors import BundleError, ToolkitError
 from toolkit.lm import LanguageModel, LMState, LstmLM, LstmLMConfig, load_lm, save_lm
 from toolkit.model import BOS_ID, EOS_ID, DecoderConfig, EncoderOutput, TransformerDecoder
-from toolkit.tasks.asr import asr_decoding_options
 from toolkit.tasks.lm import LmDataConfig, LmExperiment, collate_sentences, train_lm
 from toolkit.text import train_tokenizer
 from toolkit.train import TrainConfig
@@ -351,13 +350,33 @@ def test_bundle_fusion_defaults_are_type_checked(tmp_path, decoding, error):
 
 
 def test_saved_lm_weight_is_the_default_and_a_missing_one_is_an_error():
-    info = {"decoding": {"ctc_weight": 0.3, "max_length_ratio": 1.0, "lm_weight": 0.6, "length_bonus": 1.5}}
-    opts = asr_decoding_options(info, beam_size=4, lm=True)
+    saved = {"ctc_weight": 0.3, "max_length_ratio": 1.0, "lm_weight": 0.6, "length_bonus": 1.5}
+    opts = resolve_decoding(saved, beam_size=4, has_lm=True)
     assert (opts.beam_size, opts.ctc_weight, opts.lm_weight, opts.length_bonus) == (4, 0.3, 0.6, 1.5)
-    assert asr_decoding_options(info, lm=True, lm_weight=0.2, length_bonus=0.0).lm_weight == 0.2
-    assert asr_decoding_options(info).lm_weight == 0.0  # no LM given: the saved weight is not used
+    assert resolve_decoding(saved, has_lm=True, lm_weight=0.2, length_bonus=0.0).lm_weight == 0.2
+    opts = resolve_decoding(saved)  # no LM given: the saved fusion settings are not used
+    assert (opts.beam_size, opts.lm_weight, opts.length_bonus) == (1, 0.0, 0.0)
+    assert resolve_decoding(saved, has_ctc=False).ctc_weight == 0.0  # nor the saved CTC weight without a CTC head
+    assert resolve_decoding(saved, ctc_weight=0.0, length_bonus=0.5) == DecodingOptions(
+        max_length=10_000, max_length_ratio=1.0, length_bonus=0.5)
     with pytest.raises(ToolkitError, match=r"^exp/m: the bundle records no decoding.lm_weight"):
-        asr_decoding_options({"decoding": {"ctc_weight": 0.3}}, "exp/m", lm=True)
+        resolve_decoding({"ctc_weight": 0.3}, has_lm=True, where="exp/m")
+
+
+@pytest.mark.parametrize("given,error", [
+    ({"ctc_weight": 0.5, "has_ctc": False}, "this model has no CTC head: it decodes with its attention decoder only"),
+    ({"ctc_only": True, "has_ctc": False}, "this model has no CTC head"),
+    ({"ctc_only": True, "has_lm": True}, "CTC-only decoding has no search to fuse a language model into"),
+    ({"ctc_only": True, "lm_weight": 0.5}, "CTC-only decoding has no search to fuse a language model into"),
+    ({"has_lm": True, "has_decoder": False}, "this model has no attention decoder to fuse a language model with"),
+    ({"lm_weight": 0.5}, r"lm_weight 0.5 needs a language model \(lm / --lm DIR\)$"),
+    ({"oov_penalty": 2.0}, r"oov_penalty 2 needs a language model with a lexicon \(lm / --lm DIR\)$"),
+    ({"has_lm": True, "oov_penalty": 2.0}, r"the language model has no lexicon \(lexicon.txt\) for OOV penalty 2"),
+])
+def test_resolve_decoding_refuses_what_cannot_work_in_one_line(given, error):
+    with pytest.raises(ToolkitError, match=f"^m: {error}") as e:
+        resolve_decoding({"lm_weight": 0.6}, where="m", **given)
+    assert "\n" not in str(e.value)
 
 
 # ------------------------------------------------------------------------------------------------ LM text

@@ -95,20 +95,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate_asr(args: argparse.Namespace) -> None:
-    from toolkit.bundle import read_bundle_config
     from toolkit.metrics.asr import format_wer_table
-    from toolkit.tasks.asr import asr_decoding_options, evaluate_asr
+    from toolkit.tasks.asr import evaluate_asr
 
-    options = None
-    if any(v is not None for v in (args.beam, args.ctc_weight, args.lm_weight, args.length_bonus, args.oov_penalty)):
-        # what is not given is the model's saved setting (asr_decoding_options)
-        info = read_bundle_config(args.model)["info"]
-        options = asr_decoding_options(info, args.model, beam_size=args.beam, ctc_weight=args.ctc_weight,
-                                       lm=args.lm is not None, lm_weight=args.lm_weight,
-                                       length_bonus=args.length_bonus, max_length=10_000,
-                                       oov_penalty=args.oov_penalty)
-    report, _ = evaluate_asr(args.model, args.data, args.splits, options, args.max_images, args.out, lm=args.lm,
-                             device=args.device)
+    report, _ = evaluate_asr(args.model, args.data, args.splits, args.max_images, args.out, lm=args.lm,
+                             device=args.device, beam_size=args.beam, ctc_weight=args.ctc_weight,
+                             lm_weight=args.lm_weight, length_bonus=args.length_bonus, oov_penalty=args.oov_penalty)
     print(format_wer_table(report))
     print(f"wer={report['wer']:.4f} cer={report['cer']:.4f}")
 
@@ -174,18 +166,12 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     from toolkit.media import VadConfig
     from toolkit.pipelines import Transcriber
 
-    if args.lm is None and args.lm_weight:
-        raise ToolkitError("--lm-weight needs a language model (--lm DIR)")
-    if args.lm is None and args.oov_penalty:
-        raise ToolkitError("--oov-penalty needs a language model with a lexicon (--lm DIR)")
     transcriber = Transcriber.from_pretrained(args.model, device=args.device, lm=args.lm, lm_weight=args.lm_weight,
                                               length_bonus=args.length_bonus, oov_penalty=args.oov_penalty)
     vad = None if args.vad == "none" else VadConfig(backend=args.vad, threshold=args.vad_threshold)
     results = transcriber.transcribe(args.audio, beam_size=args.beam, batch_size=args.batch_size,
-                                     ctc_weight=args.ctc_weight, ctc_only=args.ctc_only,
-                                     length_bonus=args.length_bonus, oov_penalty=args.oov_penalty, vad=vad,
-                                     max_chunk=args.max_chunk, word_times=args.word_times,
-                                     progress=not args.quiet)
+                                     ctc_weight=args.ctc_weight, ctc_only=args.ctc_only, vad=vad,
+                                     max_chunk=args.max_chunk, word_times=args.word_times, progress=not args.quiet)
     if args.json:
         print(json.dumps([transcript_json(r) for r in results], indent=1))
     else:
@@ -264,10 +250,6 @@ def cmd_subtitle(args: argparse.Namespace) -> None:
     from toolkit.subtitles import CueRules, get_writer
     from toolkit.subtitles.mux import find_ffmpeg, mux_subtitles
 
-    if args.lm is None and args.lm_weight:
-        raise ToolkitError("--lm-weight needs a language model (--lm DIR)")
-    if args.lm is None and args.oov_penalty:
-        raise ToolkitError("--oov-penalty needs a language model with a lexicon (--lm DIR)")
     source = Path(args.input)
     fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() if args.out else "srt")
     writer = get_writer(fmt)

@@ -2,7 +2,9 @@
 
 A config is always a dataclass; `from_dict(Cls, data)` is the one way to build it from a file, and
 `load_config(Cls, path, overrides)` reads YAML and applies `a.b.c=value` overrides from the command line.
-Nothing in a config instantiates arbitrary objects: components are chosen by registered name.
+Nothing in a config instantiates arbitrary objects: components are chosen by registered name. A key that was
+renamed is listed in the class's `RENAMED_KEYS` (`ClassVar[dict[str, str]]`, old name -> new name): a config
+that still uses the old name is refused in one line that gives the new one.
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted((k for k in data if k not in fields), key=str)  # YAML keys may be numbers too
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    for key in unknown:
+        if key in renamed:
+            raise ConfigError(f"{where}: key {key!r} of {cls.__qualname__} is now called {renamed[key]!r}: rename it")
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} for {cls.__qualname__} (known: {', '.join(fields)})")
     kwargs = {}

@@ -68,7 +68,7 @@ def main() -> None:
         targets = torch.randint(4, 32, (batch, 41), generator=gen)
         target_lengths = torch.full((batch,), 41)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model.loss(x, lengths, targets, target_lengths, ctc_weight=exp.ctc_weight)["loss"]
+            loss = model.loss(x, lengths, targets, target_lengths, ctc_weight=exp.ctc_loss_weight)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -87,7 +87,7 @@ def equivalence_worker(out: Path, batch_size: int, steps: int) -> None:
         audio, targets = batch
         full = torch.full((audio.size(0),), audio.size(1))
         return model.loss(audio, full, targets, torch.full((targets.size(0),), targets.size(1)),
-                          ctc_weight=exp.ctc_weight, label_smoothing=exp.label_smoothing)
+                          ctc_weight=exp.ctc_loss_weight, label_smoothing=exp.label_smoothing)
 
     def save(model, path, info):
         path.mkdir(parents=True, exist_ok=True)

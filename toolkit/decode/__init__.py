@@ -17,13 +17,14 @@ from toolkit.decode.fusion import ShallowFusion
 from toolkit.decode.greedy import GreedySearch
 from toolkit.decode.joint import JointCTCAttentionSearch
 from toolkit.decode.options import DecodingOptions, Hypothesis
+from toolkit.decode.resolve import resolve_decoding
 from toolkit.lm.model import LanguageModel
 from toolkit.model.base import EncoderDecoder, EncoderOutput
 
 __all__ = [
     "BeamSearch", "CTCPrefixScorer", "CTCPrefixState", "DecodingOptions", "GreedySearch", "Hypothesis",
     "JointCTCAttentionSearch", "ShallowFusion", "ctc_greedy", "ctc_greedy_search", "ctc_greedy_with_frames", "decode",
-    "search",
+    "resolve_decoding", "search",
 ]
 
 

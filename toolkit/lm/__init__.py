@@ -8,13 +8,12 @@ Trained with `toolkit train conf/lm.yaml` (`task: lm`, `toolkit.tasks.lm`) on te
 speech model it will be fused with.
 """
 
-from toolkit.lm.bundle import (LEXICON_FILE, LM_TASK, LMBundle, check_same_tokenizer, fusion_weights, load_lm,
-                               save_lm)
+from toolkit.lm.bundle import LEXICON_FILE, LM_TASK, LMBundle, check_same_tokenizer, load_lm, save_lm
 from toolkit.lm.lexicon import Lexicon, LexiconScorer, TokenLexicon, token_texts
 from toolkit.lm.model import LanguageModel, LMState, LstmLM, LstmLMConfig, LstmState
 
 __all__ = [
     "LEXICON_FILE", "LM_TASK", "LMBundle", "LMState", "LanguageModel", "Lexicon", "LexiconScorer", "LstmLM",
-    "LstmLMConfig", "LstmState", "TokenLexicon", "check_same_tokenizer", "fusion_weights", "load_lm", "save_lm",
+    "LstmLMConfig", "LstmState", "TokenLexicon", "check_same_tokenizer", "load_lm", "save_lm",
     "token_texts",
 ]

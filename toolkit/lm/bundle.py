@@ -29,7 +29,7 @@ from toolkit.text import Tokenizer, load_tokenizer
 LM_TASK = "lm"
 LEXICON_FILE = "lexicon.txt"
 
-__all__ = ["LEXICON_FILE", "LM_TASK", "LMBundle", "check_same_tokenizer", "fusion_weights", "load_lm", "save_lm"]
+__all__ = ["LEXICON_FILE", "LM_TASK", "LMBundle", "check_same_tokenizer", "load_lm", "save_lm"]
 
 
 @dataclass
@@ -96,20 +96,3 @@ def load_lm(directory: str | Path, device: str | torch.device = "cpu", tokenizer
         lm.lexicon = TokenLexicon.of(lexicon, lm_tokenizer)
     return LMBundle(lm.to(device).eval(), lm_tokenizer, dict(meta["info"]))
 
-
-def fusion_weights(decoding: dict[str, Any], lm_weight: float | None, length_bonus: float | None,
-                   where: str | Path, oov_penalty: float | None = None) -> tuple[float, float, float]:
-    """(lm_weight, length_bonus, oov_penalty) for fusing a language model with the speech model at `where`: the
-    values given, else those its bundle records as defaults (`info.decoding`, from the recipe's `decoding`
-    section; length bonus and OOV penalty 0 when absent). An LM weight that neither gives is a one-line error: the
-    right one depends on both models, and 0 would silently leave the LM out."""
-    if lm_weight is None:
-        lm_weight = decoding.get("lm_weight")
-        if lm_weight is None:
-            raise ToolkitError(f"{where}: the bundle records no decoding.lm_weight to fuse a language model with; "
-                               "give one (--lm-weight, e.g. 0.3)")
-    if length_bonus is None:
-        length_bonus = decoding.get("length_bonus", 0.0)
-    if oov_penalty is None:
-        oov_penalty = decoding.get("oov_penalty", 0.0)
-    return float(lm_weight), float(length_bonus), float(oov_penalty)

@@ -26,10 +26,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,11 +37,11 @@ from tqdm import tqdm
 
 from toolkit.bundle import load_model
 from toolkit.data.audio import SAMPLE_RATE, audio_duration, load_audio
-from toolkit.decode import DecodingOptions, search
+from toolkit.decode import DecodingOptions, resolve_decoding, search
 from toolkit.decode.align import align_words_batch
 from toolkit.decode.ctc import ctc_greedy
 from toolkit.errors import ToolkitError
-from toolkit.lm import LMBundle, check_same_tokenizer, fusion_weights, load_lm
+from toolkit.lm import LMBundle, check_same_tokenizer, load_lm
 from toolkit.media import Chunk, EnergyVad, Region, SileroVad, VadConfig, make_vad, probe_media
 from toolkit.media.speech_map import MAX_CHUNK, MERGE_GAP, map_speech, read_chunks
 from toolkit.model import EncoderDecoder
@@ -86,14 +86,13 @@ class TranscriptResult:
 class Transcriber:
     """A speech recogniser and its tokenizer, ready to transcribe files or 16 kHz mono arrays.
 
-    lm: a language model fused into the search (trained with `tokenizer`), with weight `lm_weight`,
-    `length_bonus` per token and `oov_penalty` per word outside its lexicon (`DecodingOptions`); lm_weight None: not
-    known yet, to be given with each call that uses an LM.
+    decoding: the search's defaults, as a bundle saves them (`info["decoding"]`: ctc_weight, max_length_ratio, and
+    for a language model lm_weight, length_bonus and oov_penalty); each call may override them
+    (`toolkit.decode.resolve_decoding`). lm: a language model fused into every search (trained with `tokenizer`).
     """
 
-    def __init__(self, model: EncoderDecoder, tokenizer: Tokenizer, ctc_weight: float = 0.3,
-                 max_length_ratio: float | None = 1.0, lm: LMBundle | None = None, lm_weight: float | None = None,
-                 length_bonus: float = 0.0, oov_penalty: float = 0.0):
+    def __init__(self, model: EncoderDecoder, tokenizer: Tokenizer, decoding: Mapping[str, Any] | None = None,
+                 lm: LMBundle | None = None):
         if not hasattr(model.encoder, "output_lengths"):
             raise ToolkitError(f"this model's encoder ({type(model.encoder).__name__}) is not an audio encoder")
         if model.encoder.sample_rate != SAMPLE_RATE:
@@ -101,12 +100,8 @@ class Transcriber:
                                f"detects speech at {SAMPLE_RATE} Hz")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.ctc_weight = ctc_weight if model.ctc_head is not None else 0.0
-        self.max_length_ratio = max_length_ratio
+        self.decoding = dict(decoding or {})
         self.lm = self._check_lm(lm, "lm") if lm is not None else None
-        self.lm_weight = lm_weight
-        self.length_bonus = length_bonus
-        self.oov_penalty = oov_penalty
         self._detectors: dict[str, SileroVad | EnergyVad] = {}
 
     @classmethod
@@ -115,28 +110,22 @@ class Transcriber:
         lm_weight: float | None = None, length_bonus: float | None = None, oov_penalty: float | None = None,
     ) -> "Transcriber":
         """The speech model bundle at `directory`, with its saved decoding defaults; `lm`: a language-model bundle
-        directory to fuse (weights: the arguments, else the speech bundle's `decoding.lm_weight` / `length_bonus` /
-        `oov_penalty`)."""
+        directory to fuse. `lm_weight`, `length_bonus`, `oov_penalty` replace the saved defaults; a setting that
+        cannot work with this model and LM is a one-line error now, not at the first call."""
         bundle = load_model(directory, device)  # `info` entries are type-checked there
         if bundle.info.get("task") != "asr":
             raise ToolkitError(f"{directory}: a {bundle.info.get('task')!r} model, not a speech recognition model")
-        saved = bundle.info.get("decoding", {})
-        if lm is not None:
-            lm_weight, length_bonus, oov_penalty = fusion_weights(saved, lm_weight, length_bonus, directory,
-                                                                  oov_penalty)
+        given = {"lm_weight": lm_weight, "length_bonus": length_bonus, "oov_penalty": oov_penalty}
+        decoding = {**bundle.info.get("decoding", {}), **{k: v for k, v in given.items() if v is not None}}
         language_model = load_lm(lm, device, tokenizer=bundle.tokenizer) if lm is not None else None
         try:
-            return cls(bundle.model, bundle.tokenizer, saved.get("ctc_weight", 0.3),
-                       saved.get("max_length_ratio", 1.0), language_model,
-                       saved.get("lm_weight") if lm_weight is None else lm_weight,
-                       saved.get("length_bonus", 0.0) if length_bonus is None else length_bonus,
-                       saved.get("oov_penalty", 0.0) if oov_penalty is None else oov_penalty)
+            transcriber = cls(bundle.model, bundle.tokenizer, decoding, language_model)
+            transcriber.search_setup(**given)
         except ToolkitError as e:
             raise ToolkitError(f"{directory}: {e}") from None
+        return transcriber
 
     def _check_lm(self, lm: LMBundle, where: str | Path) -> LMBundle:
-        if self.model.decoder is None:
-            raise ToolkitError("this model has no attention decoder to fuse a language model with")
         check_same_tokenizer(lm.tokenizer, self.tokenizer, where)
         return lm
 
@@ -146,35 +135,18 @@ class Transcriber:
         oov_penalty: float | None = None,
     ) -> tuple[DecodingOptions, LMBundle | None]:
         """The search options and the language model (or None) for these arguments: each one not None, else the
-        transcriber's setting. One-line ToolkitError for a combination that cannot work."""
-        if self.model.ctc_head is None and (ctc_only or ctc_weight):
-            raise ToolkitError("this model has no CTC head: it decodes with its attention decoder only "
-                               "(no CTC-only decoding, ctc_weight 0)")
+        transcriber's setting (`resolve_decoding`). One-line ToolkitError for a combination that cannot work."""
         if lm is not None and not isinstance(lm, LMBundle):
             lm = load_lm(lm, next(self.model.parameters()).device)
         if lm is not None:
             lm = self._check_lm(lm, "lm")
-        if ctc_only and (lm is not None or lm_weight is not None):
-            raise ToolkitError("CTC-only decoding has no search to fuse a language model into")
-        lm = None if ctc_only else (lm or self.lm)
-        if lm is not None:
-            lm_weight = self.lm_weight if lm_weight is None else lm_weight
-            if lm_weight is None:
-                raise ToolkitError("no weight for the language model: the speech model's bundle records none; pass "
-                                   "lm_weight (e.g. 0.3)")
-            length_bonus = self.length_bonus if length_bonus is None else length_bonus
-            oov_penalty = self.oov_penalty if oov_penalty is None else oov_penalty
-            if oov_penalty and lm.model.lexicon is None:
-                raise ToolkitError(f"the language model has no lexicon (lexicon.txt) for OOV penalty {oov_penalty:g}: "
-                                   "give oov_penalty 0, or train the LM again")
-        elif lm_weight:
-            raise ToolkitError("lm_weight needs a language model (lm=)")
-        elif oov_penalty:
-            raise ToolkitError("oov_penalty needs a language model with a lexicon (lm=)")
-        options = DecodingOptions(beam_size=beam_size, max_length=10_000, max_length_ratio=self.max_length_ratio,
-                                  ctc_weight=self.ctc_weight if ctc_weight is None else ctc_weight,
-                                  lm_weight=lm_weight or 0.0, length_bonus=length_bonus or 0.0,
-                                  oov_penalty=(oov_penalty or 0.0) if lm is not None else 0.0)
+        elif not ctc_only:  # CTC-only decoding leaves the transcriber's LM out
+            lm = self.lm
+        options = resolve_decoding(self.decoding, beam_size=beam_size, ctc_weight=ctc_weight, lm_weight=lm_weight,
+                                   length_bonus=length_bonus, oov_penalty=oov_penalty,
+                                   has_ctc=self.model.ctc_head is not None, has_decoder=self.model.decoder is not None,
+                                   has_lm=lm is not None, has_lexicon=lm is not None and lm.model.lexicon is not None,
+                                   ctc_only=ctc_only)
         return options, lm
 
     @torch.no_grad()

@@ -4,9 +4,8 @@ evaluation with WER/CER.
     exp = load_config(AsrExperiment, "recipes/synth_speech/conf/quick.yaml", overrides)
     result = train_asr(exp, Path("exp/speech_quick"))
     report, rows = evaluate_asr("exp/speech_quick/final", "data/speech/test_heldout.jsonl")
-    options = asr_decoding_options(bundle.info, beam_size=4, lm=True)       # saved ctc_weight, lm_weight, ...
-    report, rows = evaluate_asr("exp/speech_quick/final", "data/speech/test_heldout.jsonl", options=options,
-                                lm="exp/lm/final")                          # + shallow fusion with an LM
+    report, rows = evaluate_asr("exp/speech_quick/final", "data/speech/test_heldout.jsonl", beam_size=4,
+                                lm="exp/lm/final")     # + shallow fusion with an LM (saved lm_weight, ...)
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from tqdm import tqdm
@@ -23,10 +22,10 @@ from tqdm import tqdm
 from toolkit.bundle import load_model, save_model
 from toolkit.data.speech import SpeechRecord, check_speech_records, describe_skipped, read_speech
 from toolkit.data.speech_dataset import SpeechDataset, make_speech_loader
-from toolkit.decode import DecodingOptions, search
+from toolkit.decode import DecodingOptions, resolve_decoding, search
 from toolkit.decode.ctc import ctc_greedy
 from toolkit.errors import ToolkitError
-from toolkit.lm import LanguageModel, fusion_weights, load_lm
+from toolkit.lm import LanguageModel, load_lm
 from toolkit.metrics.asr import wer_report
 from toolkit.model import EncoderDecoder, ModelConfig, build_model
 from toolkit.model.audio_frontend import FeatureStats
@@ -60,14 +59,21 @@ class SpeechDataConfig:
 
 @dataclass
 class AsrExperiment:
-    """Everything a speech-recognition run needs; a recipe's YAML is exactly this."""
+    """Everything a speech-recognition run needs; a recipe's YAML is exactly this.
+
+    ctc_loss_weight is the CTC share of the training loss (`ctc_loss_weight * CTC + (1 - ctc_loss_weight) *
+    attention`); `decoding.ctc_weight` is the search's CTC prefix weight, saved in the bundle as
+    `info.decoding.ctc_weight`. A config with the old top-level name `ctc_weight` is refused with the new one.
+    """
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"ctc_weight": "ctc_loss_weight"}
 
     data: SpeechDataConfig
     train: TrainConfig
     model: ModelConfig = field(default_factory=lambda: ModelConfig(encoder={"name": "conformer"}, ctc=True))
     tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(kind="char"))
     decoding: DecodingOptions = field(default_factory=lambda: DecodingOptions(max_length=200, max_length_ratio=1.0))
-    ctc_weight: float = 0.3  # loss: ctc_weight * CTC + (1 - ctc_weight) * attention
+    ctc_loss_weight: float = 0.3
     label_smoothing: float = 0.1
     init_from: str | None = None
     task: Literal["asr"] = "asr"
@@ -198,7 +204,7 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
 
     def loss_fn(model: EncoderDecoder, batch: dict) -> dict:
         return model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"],
-                          ctc_weight=exp.ctc_weight, label_smoothing=exp.label_smoothing)
+                          ctc_weight=exp.ctc_loss_weight, label_smoothing=exp.label_smoothing)
 
     def validate_fn(model: EncoderDecoder) -> dict[str, float]:
         greedy = replace(exp.decoding, beam_size=1, nbest=1, ctc_weight=0.0, lm_weight=0.0, length_bonus=0.0,
@@ -219,54 +225,28 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
     return trainer.fit(resume=resume)
 
 
-def asr_decoding_options(
-    info: dict, where: str | Path = "model", *, beam_size: int | None = None, ctc_weight: float | None = None,
-    lm: bool = False, lm_weight: float | None = None, length_bonus: float | None = None, max_length: int = 400,
-    oov_penalty: float | None = None,
-) -> DecodingOptions:
-    """The search options for a speech model whose bundle `info` is given: each argument that is not None, else the
-    bundle's saved default (`info.decoding`: ctc_weight, max_length_ratio, and with `lm` the fusion's lm_weight,
-    length_bonus and oov_penalty, `toolkit.lm.fusion_weights`), else beam 1 and no CTC. Without `lm`, lm_weight
-    and oov_penalty are 0."""
-    saved = info.get("decoding", {})
-    if lm:
-        lm_weight, length_bonus, oov_penalty = fusion_weights(saved, lm_weight, length_bonus, where, oov_penalty)
-    elif lm_weight:
-        raise ToolkitError("an LM weight needs a language model (--lm DIR)")
-    elif oov_penalty:
-        raise ToolkitError("an OOV penalty needs a language model with a lexicon (--lm DIR)")
-    return DecodingOptions(
-        beam_size=beam_size or 1, max_length=max_length, max_length_ratio=saved.get("max_length_ratio", 1.0),
-        ctc_weight=saved.get("ctc_weight", 0.0) if ctc_weight is None else ctc_weight,
-        lm_weight=lm_weight or 0.0, length_bonus=length_bonus or 0.0, oov_penalty=oov_penalty or 0.0,
-    )
-
-
 def evaluate_asr(
-    model_dir: str | Path, data: str, subsets: list[str] | None = None, options: DecodingOptions | None = None,
-    max_utterances: int | None = None, predictions_path: str | Path | None = None, group_by: str = "voice",
-    lm: str | Path | None = None, device: str | torch.device = "cpu",
+    model_dir: str | Path, data: str, subsets: list[str] | None = None, max_utterances: int | None = None,
+    predictions_path: str | Path | None = None, group_by: str = "voice", lm: str | Path | None = None,
+    device: str | torch.device = "cpu", *, beam_size: int | None = None, ctc_weight: float | None = None,
+    lm_weight: float | None = None, length_bonus: float | None = None, oov_penalty: float | None = None,
 ) -> tuple[dict, list[dict]]:
     """WER/CER of the bundle at `model_dir` on `data`, with a per-group breakdown (by the manifest field
     `group_by`, e.g. voice or accent, when present) and per-utterance rows, also written as JSON.
 
-    options: the search (default: `asr_decoding_options` of the bundle); lm: a language-model bundle fused into
-    the search with `options.lm_weight` (refused if trained with another tokenizer than the model's); `device`:
-    where the model (and the LM) run."""
+    lm: a language-model bundle fused into the search (refused if trained with another tokenizer than the
+    model's); beam_size ... oov_penalty: the search, each one not given taken from the bundle's saved decoding
+    settings (`toolkit.decode.resolve_decoding`); `device`: where the model (and the LM) run."""
     bundle = load_model(model_dir, device)
     if bundle.info.get("task") != "asr":
         raise ToolkitError(f"{model_dir}: a {bundle.info.get('task')!r} model, not a speech recognition model")
     language_model = load_lm(lm, device, tokenizer=bundle.tokenizer).model if lm is not None else None
+    options = resolve_decoding(
+        bundle.info.get("decoding"), beam_size=beam_size, ctc_weight=ctc_weight, lm_weight=lm_weight,
+        length_bonus=length_bonus, oov_penalty=oov_penalty, has_ctc=bundle.model.ctc_head is not None,
+        has_decoder=bundle.model.decoder is not None, has_lm=language_model is not None,
+        has_lexicon=getattr(language_model, "lexicon", None) is not None, where=model_dir)
     records = _usable(_read(data, subsets), data, "evaluation")[:max_utterances]
-    options = options or asr_decoding_options(bundle.info, model_dir, lm=lm is not None)
-    if options.ctc_weight and bundle.model.ctc_head is None:
-        raise ToolkitError(f"{model_dir}: the model has no CTC head, so ctc_weight must be 0 "
-                           f"(got {options.ctc_weight:g})")
-    if language_model is not None and bundle.model.decoder is None:
-        raise ToolkitError(f"{model_dir}: the model has no attention decoder to fuse a language model with")
-    if options.oov_penalty and (language_model is None or language_model.lexicon is None):
-        raise ToolkitError(f"{lm or model_dir}: no language model with a lexicon (lexicon.txt) for OOV penalty "
-                           f"{options.oov_penalty:g}: give --oov-penalty 0, or train the LM again")
     load_errors: dict[str, str] = {}
     texts, _ = transcribe_records(bundle.model, bundle.tokenizer, records, options, progress=True,
                                   load_errors=load_errors, lm=language_model)
