@@ -20,7 +20,7 @@ from toolkit.report import GalleryItem, read_gallery_json, write_gallery_json
 from toolkit.report.browser import find_chromium, load_in_browser, take_screenshot
 from toolkit.report.page import read_vtt_cues
 from toolkit.subtitles import Cue, get_writer
-from toolkit.train.trainer import CSVLog, plot_curves
+from toolkit.train.log import CSVLog, plot_curves
 
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no Chromium (Debian: apt-get install chromium)")
 VIDEO_SECONDS = 3.0

@@ -61,7 +61,7 @@ def write_wav(path: Path, seconds: float = 1.0, rate: int = SR, freq: float = 44
 def write_av(path: Path, fmt: str, codec: str | None, rate: int = 44100, channels: int = 2, seconds: float = 1.0,
              freq: float = 1000.0, video: bool = False) -> Path:
     """An audio (and/or video) file written with PyAV: audio-only when `video` is False, video-only when codec None."""
-    av = pytest.importorskip("av")
+    import av
     with av.open(str(path), "w", format=fmt) as out:  # every stream is added before the first packet is muxed
         v = out.add_stream("mpeg4", rate=10) if video else None
         if v is not None:

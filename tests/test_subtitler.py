@@ -190,9 +190,9 @@ def demo_video(recording, tmp_path_factory) -> Path:
 @needs_espeak
 def test_cues_of_a_video_whose_sound_starts_late_are_on_the_videos_timeline(bundle, recording, demo_video,
                                                                             tmp_path, fixed_transcript):
-    pytest.importorskip("silero_vad")  # the energy detector takes a noise stretch's onset for speech: 0.6 s early
     late = tmp_path / "late.mp4"
     remux(demo_video, late, delay=2.0)
+    # silero: the energy detector takes a noise stretch's onset for speech, 0.6 s early
     options = SubtitleOptions(vad=VadConfig(backend="silero"), max_chunk=6.0, merge_gap=0.0)
     result = Subtitler.from_pretrained(bundle, options).subtitle(late)
     truth = [replace(s, start=s.start + 2.0, end=s.end + 2.0) for s in recording[1]]

@@ -373,6 +373,37 @@ def test_resume_continues_exactly(tmp_path, order):
     assert [r["loss"] for r in log_full] == [r["loss"] for r in log_cut]
 
 
+def test_a_version_1_trainer_state_resumes_exactly_and_another_version_is_refused(tmp_path):
+    """Format version 1 (rank 0's RNG states under "rng" / "epoch_rng", no "rank_rng" in a single process) is read
+    as it was written; a trainer state of an unknown version is refused in one line."""
+    data = regression_data(128)  # 8 shuffled batches per epoch: the cut at step 6 is mid-epoch
+    cfg = TrainConfig(max_steps=8, valid_every=3, lr=1e-2, warmup_steps=2)
+
+    def run(out, config, resume=False):
+        torch.manual_seed(0)
+        t = Trainer(Toy(dropout=0.2), config, out, DataLoader(data, batch_size=16, shuffle=True), mse, None,
+                    save_state)
+        return t, t.fit(resume=resume)
+
+    full, _ = run(tmp_path / "full", cfg)
+    run(tmp_path / "cut", dataclasses.replace(cfg, max_steps=6, schedule_steps=8))
+    state_file = latest_checkpoint(tmp_path / "cut" / "checkpoints") / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert state["version"] == 2 and len(state["rank_rng"]) == 1 and state["batches_in_epoch"] == 6
+    (rank0,) = state.pop("rank_rng")
+    torch.save(state | {"version": 1, "rng": rank0["rng"], "epoch_rng": rank0["epoch_rng"]}, state_file)
+    resumed, result = run(tmp_path / "cut", cfg, resume=True)
+    assert result.steps == 8
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+    state_file = latest_checkpoint(tmp_path / "cut" / "checkpoints") / "trainer_state.pt"
+    torch.save(torch.load(state_file, weights_only=True) | {"version": 3}, state_file)
+    with pytest.raises(ToolkitError, match="trainer_state.pt: trainer state format version 3") as e:
+        run(tmp_path / "cut", dataclasses.replace(cfg, max_steps=10), resume=True)
+    assert "\n" not in str(e.value)
+
+
 def test_output_folder_guards(tmp_path):
     loader = DataLoader(regression_data(32), batch_size=16)
     with pytest.raises(ToolkitError, match="no checkpoint to resume") as e:

@@ -33,7 +33,7 @@ from toolkit.tasks.common import TokenizerConfig, copy_weights, prepare_tokenize
 from toolkit.text import load_tokenizer, normalize_text
 from toolkit.train import TrainConfig, Trainer, TrainResult
 from toolkit.train.distributed import World, join_process_group
-from toolkit.train.trainer import seed_everything
+from toolkit.train.rng import seed_everything
 
 log = logging.getLogger("toolkit.asr")
 

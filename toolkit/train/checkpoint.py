@@ -3,8 +3,9 @@
     checkpoints/
       ckpt-00000500/
         model.safetensors   the model's state dict (weights and buffers)
-        trainer_state.pt    optimizer + scheduler state dicts, step, epoch, position in the epoch, best metric,
-                            RNG states: plain tensors and containers only, read with torch.load(weights_only=True)
+        trainer_state.pt    the optimizer and scheduler state dicts and the `TrainState` (step, epoch, position in
+                            the epoch, best metric, RNG states...): plain tensors and containers only, read with
+                            torch.load(weights_only=True)
         meta.json           human-readable summary: step, epoch, metrics, config
       ckpt-00001000/ ...
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from toolkit.errors import ToolkitError
 from toolkit.train.config import TrainConfig
 
 
@@ -55,6 +56,24 @@ def lr_factor(config: TrainConfig, total_steps: int | None) -> Callable[[int], f
     if config.schedule == "noam":
         return noam(config.warmup_steps)
     return warmup_constant(config.warmup_steps)
+
+
+def horizon(config: TrainConfig, batches_per_epoch: int | None) -> int | None:
+    """The cosine schedule's length in updates: `schedule_steps`, else `max_steps`, else `max_epochs` passes over a
+    loader of `batches_per_epoch` batches (None: no length); None for the other schedules."""
+    if config.schedule != "cosine":
+        return None
+    if config.schedule_steps is not None:
+        return config.schedule_steps
+    if config.max_steps is not None:
+        return config.max_steps
+    length = batches_per_epoch or 0
+    if config.max_epochs is not None and length > 0:
+        return max(1, config.max_epochs * length // config.accum_steps)
+    raise ToolkitError(
+        "the cosine schedule needs a horizon: set max_steps or schedule_steps "
+        "(max_epochs alone works only with a loader that has a length)"
+    )
 
 
 def build_scheduler(

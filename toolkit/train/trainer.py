@@ -38,11 +38,8 @@ number approximately (at the same fraction of the epoch, with fresh per-rank RNG
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
-import os
-import random
 import sys
 import time
 from contextlib import nullcontext
@@ -50,7 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -59,7 +55,9 @@ from tqdm import tqdm
 from toolkit.bundle import check_state_dict
 from toolkit.config import to_dict
 from toolkit.errors import ToolkitError
+from toolkit.train.batches import first_tensor_len, move_to, set_epoch
 from toolkit.train.checkpoint import (
+    STATE_FILE,
     WEIGHTS_FILE,
     average_checkpoints,
     latest_checkpoint,
@@ -72,12 +70,11 @@ from toolkit.train.checkpoint import (
 )
 from toolkit.train.config import TrainConfig
 from toolkit.train.distributed import current_world, unused_parameters
+from toolkit.train.log import LOG_FILE, PLOT_FILE, CSVLog, LogWindow, plot_curves
 from toolkit.train.optim import build_optimizer
-from toolkit.train.schedule import build_scheduler
-
-LOG_FILE = "train_log.csv"
-PLOT_FILE = "loss_curve.png"
-STATE_VERSION = 1
+from toolkit.train.rng import RngState, rng_state, seed_everything, set_rng_state
+from toolkit.train.schedule import build_scheduler, horizon
+from toolkit.train.state import STATE_VERSION, TrainState
 
 
 @dataclass
@@ -98,175 +95,6 @@ class TrainResult:
     empty_batches: int = 0
     stop_reason: str = ""
     averaged: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------------------------- batches, RNG
-
-
-def _first_tensor(x: Any) -> Tensor | None:
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, dict):
-        values: Iterable = x.values()
-    elif isinstance(x, (list, tuple)):
-        values = x
-    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
-        values = (getattr(x, f.name) for f in dataclasses.fields(x))
-    else:
-        return None
-    for v in values:
-        t = _first_tensor(v)
-        if t is not None:
-            return t
-    return None
-
-
-def first_tensor_len(batch: Any) -> int:
-    """The default batch size: the length of the first tensor in the batch (depth-first)."""
-    t = _first_tensor(batch)
-    if t is None:
-        raise ToolkitError("cannot tell the batch size: the batch holds no tensor; pass batch_size_fn to the Trainer")
-    return int(t.shape[0]) if t.dim() else 1
-
-
-def move_to(batch: Any, device: torch.device) -> Any:
-    """Tensors in (nested) dicts, lists, tuples, named tuples and dataclasses moved to `device`; the rest as is."""
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(move_to(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(v, device) for v in batch)
-    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
-        fields = {f.name: move_to(getattr(batch, f.name), device) for f in dataclasses.fields(batch) if f.init}
-        return dataclasses.replace(batch, **fields)
-    return batch
-
-
-def rng_state() -> dict[str, Any]:
-    """The python, numpy and torch (CPU, and CUDA once initialised) RNG states as plain tensors / containers."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` returned."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------------------------- log and plot
-
-
-class CSVLog:
-    """`train_log.csv`, rewritten whole when a new column appears (first validation), else appended and closed."""
-
-    def __init__(self, path: Path, keep_until_step: int | None = None):
-        self.path = path
-        self.columns: list[str] = []
-        self.rows: list[dict[str, str]] = []
-        if keep_until_step is not None and path.is_file():  # resuming: keep the rows up to the checkpoint
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                self.columns = list(reader.fieldnames or [])
-                self.rows = [r for r in reader if (r.get("step") or "").isdigit() and int(r["step"]) <= keep_until_step]
-        self._rewrite()
-
-    def write(self, row: dict[str, Any]) -> None:
-        row = {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in row.items()}
-        self.rows.append(row)
-        if any(k not in self.columns for k in row):
-            self.columns += [k for k in row if k not in self.columns]
-            self._rewrite()
-        else:
-            with open(self.path, "a", newline="", encoding="utf-8") as f:
-                csv.DictWriter(f, self.columns, restval="").writerow(row)
-
-    def _rewrite(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            if self.columns:
-                writer = csv.DictWriter(f, self.columns, restval="")
-                writer.writeheader()
-                writer.writerows(self.rows)
-        os.replace(tmp, self.path)
-
-    def series(self, column: str) -> tuple[list[int], list[float]]:
-        """(steps, values) of the rows where `column` is set."""
-        pairs = [(int(r["step"]), float(r[column])) for r in self.rows if r.get(column) not in (None, "")]
-        return [s for s, _ in pairs], [v for _, v in pairs]
-
-
-def plot_curves(log: CSVLog, path: Path, metric: str) -> None:
-    """Training loss (left axis) and validation `metric` (right axis) against updates, as a PNG (no pyplot state)."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:  # the plot is a convenience; training goes on without it
-        return
-    fig = Figure(figsize=(8, 4.5), dpi=100)
-    ax = fig.add_subplot()
-    steps, losses = log.series("loss")
-    lines = ax.plot(steps, losses, color="tab:blue", label="training loss")
-    ax.set_xlabel("update")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    vsteps, values = log.series(f"valid_{metric}")
-    if values:
-        ax2 = ax.twinx()
-        lines += ax2.plot(vsteps, values, "o-", color="tab:orange", label=f"validation {metric}")
-        ax2.set_ylabel(f"validation {metric}")
-    ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
-    ax.set_title(path.parent.name)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-
-
-@dataclass
-class _Window:
-    """Sums over the updates since the last log line."""
-
-    t0: float = field(default_factory=time.perf_counter)
-    steps: int = 0
-    items: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    grad_norm: float = 0.0
-    lr: float = 0.0
-
-    def reset(self) -> None:
-        self.t0, self.steps, self.items = time.perf_counter(), 0, 0
-        self.sums, self.counts, self.grad_norm = {}, {}, 0.0
-
-    def add(self, losses: dict[str, Any], items: int) -> None:
-        for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-            self.counts[k] = self.counts.get(k, 0) + 1
-        self.items += items
-
-
-# --------------------------------------------------------------------------------------------- the trainer
 
 
 class LossModule(nn.Module):
@@ -319,24 +147,14 @@ class Trainer:
         self.find_unused_parameters = find_unused_parameters
         self._ddp: DistributedDataParallel | None = None  # wraps loss_module in a process group of several ranks
         self.train_loader = train_loader
-        self.loss_fn = loss_fn
         self.validate_fn = validate_fn
         self.save_model_fn = save_model_fn
         self.batch_size_fn = batch_size_fn
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(model, config)
         self.scheduler = build_scheduler(self.optimizer, config, self._horizon())
-        # progress, saved in checkpoints
-        self.step = 0  # optimizer updates taken
-        self.epoch = 0  # completed passes over the loader
-        self.batches_in_epoch = 0  # batches drawn in the current pass (None and skipped ones included)
-        self.best_metric: float | None = None
-        self.best_step: int | None = None
-        self.metrics: dict[str, float] = {}  # of the last validation
-        self.bad_batches = 0
-        self.empty_batches = 0
-        self.elapsed_before = 0.0  # seconds trained before this run (resume)
-        self._epoch_rng: dict[str, Any] | None = None  # RNG state when the current pass's iterator was created
+        self.state = TrainState(world_size=self.world.size, batches_per_epoch=self._batches_per_epoch())
+        self._epoch_rng: RngState | None = None  # this rank's RNG states when the current pass's iterator was made
         # this run only
         self._bad_in_a_row = 0
         self._last_valid_step: int | None = None
@@ -348,20 +166,8 @@ class Trainer:
         self.log: CSVLog | None = None
 
     def _horizon(self) -> int | None:
-        cfg = self.config
-        if cfg.schedule != "cosine":
-            return None
-        if cfg.schedule_steps is not None:
-            return cfg.schedule_steps
-        if cfg.max_steps is not None:
-            return cfg.max_steps
-        length = self._batches_per_epoch() or 0
-        if cfg.max_epochs is not None and length > 0:
-            return max(1, cfg.max_epochs * length // cfg.accum_steps)
-        raise ToolkitError(
-            "the cosine schedule needs a horizon: set max_steps or schedule_steps "
-            "(max_epochs alone works only with a loader that has a length)"
-        )
+        """The schedule's length in updates for this config and loader (`toolkit.train.schedule.horizon`)."""
+        return horizon(self.config, self._batches_per_epoch())
 
     def _batches_per_epoch(self) -> int | None:
         """The number of batches of one pass over this rank's loader; None when it has no length."""
@@ -377,16 +183,58 @@ class Trainer:
         cfg = self.config
         self._t0 = time.perf_counter()
         self._start(resume)
+        s = self.state
         self.model.train()
         if self.world.distributed and self._ddp is None:
             self._wrap_data_parallel()
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         self.optimizer.zero_grad(set_to_none=True)
-        self._bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", desc="training",
+        win = LogWindow()
+        micro = 0  # usable batches accumulated toward the next update
+        self._bar = tqdm(total=cfg.max_steps, initial=s.step, unit="step", desc="training",
                          disable=not (self.world.is_main and sys.stderr.isatty()), dynamic_ncols=True)
-        try:
-            stop, micro, win = self._loop()
-        finally:
-            self._bar.close()
+        with self._bar:
+            stop = self._limit_reached()
+            while stop is None:  # a pass over the loader
+                resumed_mid_epoch, usable = s.batches_in_epoch > 0, 0
+                for batch in self._epoch_iterator():
+                    s.batches_in_epoch += 1
+                    if not self.world.all_true(batch is not None):  # the loader dropped every item of a batch
+                        s.empty_batches += 1
+                        continue
+                    usable += 1
+                    micro += self._forward_backward(batch, win, last_of_update=micro + 1 == cfg.accum_steps)
+                    if micro < cfg.accum_steps:
+                        continue
+                    micro = 0
+                    norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+                    if not torch.isfinite(norm):  # no update
+                        self.optimizer.zero_grad(set_to_none=True)
+                        self._bad("gradient norm")
+                        continue
+                    win.lr = self.optimizer.param_groups[0]["lr"]
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    s.step += 1
+                    self._bad_in_a_row = 0
+                    win.steps, win.grad_norm = win.steps + 1, win.grad_norm + float(norm)
+                    self._bar.update(1)
+                    stop = self._limit_reached()
+                    if stop is not None:
+                        break
+                    validate = s.step % cfg.valid_every == 0
+                    if validate or s.step % cfg.log_every == 0:
+                        self._report(win, validate)
+                else:  # the pass is over
+                    if usable == 0 and not resumed_mid_epoch:
+                        raise ToolkitError(
+                            f"the training loader yielded no usable batch in epoch {s.epoch} "
+                            f"({s.batches_in_epoch} batches, all None): check the data"
+                        )
+                    s.epoch += 1
+                    s.batches_in_epoch = 0
+                    stop = self._limit_reached()
         if micro:  # a partial accumulation at the end of training is dropped
             self.optimizer.zero_grad(set_to_none=True)
         try:
@@ -395,6 +243,82 @@ class Trainer:
             # DDP's C++ reducer must go while the process group is alive: freed after the group is destroyed (at
             # interpreter exit, say) it can abort the process ("terminate called without an active exception").
             self._ddp = None
+
+    def _epoch_iterator(self) -> Iterator:
+        """The loader's iterator for the current pass; after a resume mid-pass, the batches already trained on
+        are drawn again (under the RNG state of the pass's start, so in the same order) and dropped."""
+        loader, epoch = self.train_loader, self.state.epoch
+        set_epoch(loader, epoch)
+        skip = self.state.batches_in_epoch
+        if skip == 0:
+            self._epoch_rng = rng_state()
+            return iter(loader)
+        t = time.perf_counter()
+        self._echo(f"resuming: drawing and dropping the {skip} batches of epoch {epoch} already trained on")
+        now = rng_state()
+        if self._epoch_rng is not None:
+            set_rng_state(self._epoch_rng)
+        it = iter(loader)
+        for i in range(skip):
+            if next(it, StopIteration) is StopIteration:
+                self._echo(f"warning: epoch {epoch} has only {i} batches now, {skip} before; the loader changed")
+                break
+        set_rng_state(now)
+        self._overhead += time.perf_counter() - t
+        return it
+
+    def _forward_backward(self, batch: Any, win: LogWindow, last_of_update: bool) -> int:
+        """Loss and backward of one batch (scaled by 1 / accum_steps); 0 if its loss was not finite (on any rank),
+        else 1. With several ranks the gradients are all-reduced only on the `last_of_update` batch."""
+        batch = move_to(batch, self.device)
+        items = self.batch_size_fn(batch)
+        step_module = self._ddp if self._ddp is not None else self.loss_module
+        local_only = self._ddp.no_sync() if self._ddp is not None and not last_of_update else nullcontext()
+        with local_only:
+            out = self._loss(step_module, batch)
+            if not isinstance(out, dict) or not isinstance(out.get("loss"), Tensor) or out["loss"].dim() != 0:
+                raise TypeError("loss_fn must return a dict whose 'loss' is a scalar tensor (a mean over the batch)")
+            loss = out["loss"].float()
+            finite = bool(torch.isfinite(loss))
+            if not self.world.all_true(finite):
+                self._bad(f"loss {loss.item()}" if not finite else "loss on another rank")
+                return 0
+            (loss / self.config.accum_steps).backward()
+        win.add({k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}, items)
+        self._items += items
+        return 1
+
+    def _loss(self, module: nn.Module, batch: Any) -> dict[str, Tensor]:
+        """`module(batch)`, under bf16 autocast when `config.amp` is bf16."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp == "bf16"):
+            return module(batch)
+
+    def _bad(self, what: str) -> None:
+        s = self.state
+        s.bad_batches += 1
+        self._bad_in_a_row += 1
+        if s.bad_batches <= 10:
+            self._echo(f"skipped: non-finite {what} at step {s.step} (epoch {s.epoch})")
+        if self._bad_in_a_row >= self.config.max_bad_steps:
+            raise ToolkitError(
+                f"training stopped at step {s.step}: {self._bad_in_a_row} non-finite losses or gradients in a row "
+                f"(max_bad_steps={self.config.max_bad_steps}); lower lr, check the data, or try amp: none"
+            )
+
+    def _limit_reached(self) -> str | None:
+        cfg = self.config
+        if cfg.max_steps is not None and self.state.step >= cfg.max_steps:
+            return "max_steps"
+        if cfg.max_epochs is not None and self.state.epoch >= cfg.max_epochs:
+            return "max_epochs"
+        if cfg.max_minutes is not None and self.world.max(self._elapsed()) >= cfg.max_minutes * 60:
+            return "max_minutes"  # the slowest rank's clock: every rank stops after the same update
+        return None
+
+    def _elapsed(self) -> float:
+        return self.state.elapsed_s + time.perf_counter() - self._t0
+
+    # ------------------------------------------------------------------------------------------ several ranks
 
     def _wrap_data_parallel(self) -> None:
         """Check that every rank has as many batches, then wrap the loss module in DistributedDataParallel (which
@@ -407,8 +331,14 @@ class Trainer:
                 "needs the same number (use a distributed sampler), or the ranks would wait for each other forever"
             )
         find_unused = self.find_unused_parameters
-        if find_unused is None:
-            unused = self._probe_unused_parameters()
+        if find_unused is None:  # one forward / backward of this rank's first usable batch, RNG states restored
+            saved = rng_state()
+            batch = next((b for _, b in zip(range(10), self.train_loader) if b is not None), None)
+            unused = None
+            if batch is not None:
+                batch = move_to(batch, self.device)
+                unused = unused_parameters(self.model, lambda: self._loss(self.loss_module, batch)["loss"].float())
+            set_rng_state(saved)
             find_unused = self.world.any_true(unused is None or bool(unused))
             if unused:
                 shown = ", ".join(unused[:3]) + (", ..." if len(unused) > 3 else "")
@@ -422,198 +352,40 @@ class Trainer:
                                             find_unused_parameters=find_unused)
         self._overhead += time.perf_counter() - t
 
-    def _probe_unused_parameters(self) -> list[str] | None:
-        """The trainable parameters that one forward / backward of this rank's first usable batch leaves without
-        a gradient (RNG states and buffers restored, gradients discarded); None if no batch could be drawn."""
-        saved = rng_state()
-        try:
-            batch = next((b for i, b in zip(range(10), self.train_loader) if b is not None), None)
-            if batch is None:
-                return None
-            batch = move_to(batch, self.device)
-
-            def loss() -> Tensor:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp == "bf16"):
-                    return self.loss_module(batch)["loss"].float()
-
-            return unused_parameters(self.model, loss)
-        finally:
-            set_rng_state(saved)
-
-    def _loop(self) -> tuple[str | None, int, _Window]:
-        """Passes over the loader until a limit is reached: (why it stopped, pending batches, last log window)."""
-        cfg = self.config
-        win = _Window()
-        micro = 0  # usable batches accumulated toward the next update
-        stop = self._limit_reached()
-        while stop is None:
-            resumed_mid_epoch = self.batches_in_epoch > 0
-            usable = 0
-            for batch in self._epoch_iterator():
-                self.batches_in_epoch += 1
-                if not self.world.all_true(batch is not None):  # the loader dropped every item of a batch
-                    self.empty_batches += 1
-                    continue
-                usable += 1
-                micro += self._forward_backward(batch, win, last_of_update=micro + 1 == cfg.accum_steps)
-                if micro < cfg.accum_steps:
-                    continue
-                micro = 0
-                if not self._update(win):
-                    continue
-                self._bar.update(1)
-                stop = self._limit_reached()
-                if stop is not None:
-                    break
-                validate = self.step % cfg.valid_every == 0
-                if validate or self.step % cfg.log_every == 0:
-                    self._report(win, validate)
-            else:  # the pass is over
-                if usable == 0 and not resumed_mid_epoch:
-                    raise ToolkitError(
-                        f"the training loader yielded no usable batch in epoch {self.epoch} "
-                        f"({self.batches_in_epoch} batches, all None): check the data"
-                    )
-                self.epoch += 1
-                self.batches_in_epoch = 0
-                stop = self._limit_reached()
-        return stop, micro, win
-
-    def _epoch_iterator(self) -> Iterator:
-        """The loader's iterator for the current pass; after a resume mid-pass, the batches already trained on
-        are drawn again (under the RNG state of the pass's start, so in the same order) and dropped."""
-        loader = self.train_loader
-        seen: set[int] = set()
-        for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-            if obj is not None and id(obj) not in seen and callable(getattr(obj, "set_epoch", None)):
-                seen.add(id(obj))
-                obj.set_epoch(self.epoch)
-        skip = self.batches_in_epoch
-        if skip == 0:
-            self._epoch_rng = rng_state()
-            return iter(loader)
-        t = time.perf_counter()
-        self._echo(f"resuming: drawing and dropping the {skip} batches of epoch {self.epoch} already trained on")
-        now = rng_state()
-        if self._epoch_rng is not None:
-            set_rng_state(self._epoch_rng)
-        it = iter(loader)
-        for i in range(skip):
-            if next(it, StopIteration) is StopIteration:
-                self._echo(f"warning: epoch {self.epoch} has only {i} batches now, {skip} before; the loader changed")
-                break
-        set_rng_state(now)
-        self._overhead += time.perf_counter() - t
-        return it
-
-    def _forward_backward(self, batch: Any, win: _Window, last_of_update: bool) -> int:
-        """Loss and backward of one batch (scaled by 1 / accum_steps); 0 if its loss was not finite (on any rank),
-        else 1. With several ranks the gradients are all-reduced only on the `last_of_update` batch."""
-        batch = move_to(batch, self.device)
-        items = self.batch_size_fn(batch)
-        step_module = self._ddp if self._ddp is not None else self.loss_module
-        local_only = self._ddp.no_sync() if self._ddp is not None and not last_of_update else nullcontext()
-        with local_only:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp == "bf16"):
-                out = step_module(batch)
-            if not isinstance(out, dict) or not isinstance(out.get("loss"), Tensor) or out["loss"].dim() != 0:
-                raise TypeError("loss_fn must return a dict whose 'loss' is a scalar tensor (a mean over the batch)")
-            loss = out["loss"].float()
-            finite = bool(torch.isfinite(loss))
-            if not self.world.all_true(finite):
-                self._bad(f"loss {loss.item()}" if not finite else "loss on another rank")
-                return 0
-            (loss / self.config.accum_steps).backward()
-        win.add({k: v.detach() if isinstance(v, Tensor) else v for k, v in out.items()}, items)
-        self._items += items
-        return 1
-
-    def _update(self, win: _Window) -> bool:
-        """Clip, step the optimizer and the schedule; skip (False) when the gradient norm is not finite."""
-        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        if not torch.isfinite(norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            self._bad("gradient norm")
-            return False
-        win.lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self._bad_in_a_row = 0
-        win.steps += 1
-        win.grad_norm += float(norm)
-        return True
-
-    def _bad(self, what: str) -> None:
-        self.bad_batches += 1
-        self._bad_in_a_row += 1
-        if self.bad_batches <= 10:
-            self._echo(f"skipped: non-finite {what} at step {self.step} (epoch {self.epoch})")
-        if self._bad_in_a_row >= self.config.max_bad_steps:
-            raise ToolkitError(
-                f"training stopped at step {self.step}: {self._bad_in_a_row} non-finite losses or gradients in a row "
-                f"(max_bad_steps={self.config.max_bad_steps}); lower lr, check the data, or try amp: none"
-            )
-
-    def _limit_reached(self) -> str | None:
-        cfg = self.config
-        if cfg.max_steps is not None and self.step >= cfg.max_steps:
-            return "max_steps"
-        if cfg.max_epochs is not None and self.epoch >= cfg.max_epochs:
-            return "max_epochs"
-        if cfg.max_minutes is not None and self.world.max(self._elapsed()) >= cfg.max_minutes * 60:
-            return "max_minutes"  # the slowest rank's clock: every rank stops after the same update
-        return None
-
-    def _elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self._t0
-
     # ------------------------------------------------------------------------------------------ reporting
 
     def _echo(self, msg: str) -> None:
         if self.world.is_main:
             tqdm.write(msg)
 
-    def _window_row(self, win: _Window) -> dict[str, Any]:
-        """The training window's means (over every rank's batches), lr, gradient norm and items/s (all ranks')."""
-        keys = ["loss", *sorted(k for k in win.sums if k != "loss")]
-        seconds = max(time.perf_counter() - win.t0, 1e-9)
-        totals = self.world.sum([win.items, *(win.sums[k] for k in keys), *(win.counts[k] for k in keys)])
-        items, sums, counts = totals[0], totals[1: 1 + len(keys)], totals[1 + len(keys):]
-        row: dict[str, Any] = {k: total / count for k, total, count in zip(keys, sums, counts)}
-        row.update(lr=win.lr, grad_norm=win.grad_norm / win.steps, items_per_s=items / seconds,
-                   elapsed_s=self._elapsed())
-        return row
-
-    def _report(self, win: _Window, validate: bool) -> None:
+    def _report(self, win: LogWindow, validate: bool) -> None:
         """Write a CSV row of the training window and / or a validation (+ best bundle, checkpoint, plot).
         Every rank calls it (the window is reduced over the ranks); rank 0 writes."""
-        row: dict[str, Any] = {"step": self.step, "epoch": self.epoch}
+        s = self.state
+        row: dict[str, Any] = {"step": s.step, "epoch": s.epoch}
         if win.steps:
-            row.update(self._window_row(win))
-            postfix = {"loss": f"{row['loss']:.4g}", "lr": f"{win.lr:.2e}", "items/s": f"{row['items_per_s']:.0f}"}
+            row.update(win.row(self.world), elapsed_s=self._elapsed())
+            postfix = {"loss": f"{row['loss']:.4g}", "lr": f"{row['lr']:.2e}",
+                       "items/s": f"{row['items_per_s']:.0f}"}
             if self._bar is not None and not self._bar.disable:
                 self._bar.set_postfix(postfix)
             else:
                 shown = " | ".join(f"{k} {v}" for k, v in postfix.items())
-                self._echo(f"step {self.step} | epoch {self.epoch} | {shown}")
-            win.reset()
+                self._echo(f"step {s.step} | epoch {s.epoch} | {shown}")
         if not validate:
             if self.log is not None:
                 self.log.write(row)
             return
         t = time.perf_counter()
         metrics = self._validate()
-        self.metrics, self._last_valid_step = metrics, self.step
+        s.metrics, self._last_valid_step = metrics, s.step
         improved = self._update_best(metrics)
         row.update({f"valid_{k}": v for k, v in metrics.items()})
         if self.log is not None:
             self.log.write(row)
         if metrics:
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            self._echo(f"valid step {self.step}: {shown}" + (" (best)" if improved else ""))
+            self._echo(f"valid step {s.step}: {shown}" + (" (best)" if improved else ""))
         self._checkpoint()
         if self.log is not None:
             plot_curves(self.log, self.out_dir / PLOT_FILE, self.config.metric)
@@ -636,7 +408,7 @@ class Trainer:
         return self.world.broadcast(metrics)
 
     def _update_best(self, metrics: dict[str, float]) -> bool:
-        cfg = self.config
+        cfg, s = self.config, self.state
         if not metrics:
             return False
         if cfg.metric not in metrics:
@@ -645,55 +417,34 @@ class Trainer:
                 "set metric to one of them"
             )
         value = metrics[cfg.metric]
-        better = self.best_metric is None or (value < self.best_metric if cfg.metric_mode == "min"
-                                              else value > self.best_metric)
+        better = s.best_metric is None or (value < s.best_metric if cfg.metric_mode == "min" else value > s.best_metric)
         if not math.isfinite(value) or not better:
             return False
-        self.best_metric, self.best_step = value, self.step
+        s.best_metric, s.best_step = value, s.step
         if self.world.is_main:
             self.save_model_fn(self.model, self.out_dir / "best", self._info(metrics))
         return True
 
     def _info(self, metrics: dict[str, float]) -> dict[str, Any]:
-        return {"step": self.step, "epoch": self.epoch, "metrics": dict(metrics), "metric": self.config.metric}
+        return {"step": self.state.step, "epoch": self.state.epoch, "metrics": dict(metrics),
+                "metric": self.config.metric}
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def _checkpoint(self) -> None:
         """Every rank calls it: their RNG states are gathered, rank 0 writes, the others wait until it is done."""
-        ranks = self.world.gather({"rng": rng_state(), "epoch_rng": self._epoch_rng})
+        rank_rng = self.world.gather({"rng": rng_state(), "epoch_rng": self._epoch_rng})
         if self.world.is_main:
-            self._write_checkpoint(ranks)
-        self._last_ckpt_step = self.step
+            state = dataclasses.replace(self.state, elapsed_s=self._elapsed(), rank_rng=rank_rng).state_dict()
+            state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
+            meta = {k: state[k] for k in ("step", "epoch", "batches_in_epoch", "metrics", "best_metric", "best_step",
+                                          "world_size")}
+            meta.update(format="toolkit-train-checkpoint", version=STATE_VERSION, config=to_dict(self.config),
+                        saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            save_checkpoint(self.ckpt_dir, self.state.step, self.model.state_dict(), state, meta)
+            prune(self.ckpt_dir, self.config.keep_last)
+        self._last_ckpt_step = self.state.step
         self.world.barrier()
-
-    def _write_checkpoint(self, ranks: list[dict[str, Any]]) -> None:
-        state = {
-            "version": STATE_VERSION,
-            "step": self.step,
-            "epoch": self.epoch,
-            "batches_in_epoch": self.batches_in_epoch,
-            "best_metric": self.best_metric,
-            "best_step": self.best_step,
-            "metrics": self.metrics,
-            "bad_batches": self.bad_batches,
-            "empty_batches": self.empty_batches,
-            "elapsed_s": self._elapsed(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": ranks[0]["rng"],
-            "epoch_rng": ranks[0]["epoch_rng"],
-            "world_size": self.world.size,  # batches_in_epoch counts this many ranks' batches each
-            "batches_per_epoch": self._batches_per_epoch(),
-        }
-        if self.world.distributed:
-            state["rank_rng"] = ranks  # every rank's {"rng", "epoch_rng"}, in rank order
-        meta = {k: state[k] for k in ("step", "epoch", "batches_in_epoch", "metrics", "best_metric", "best_step",
-                                      "world_size")}
-        meta.update(format="toolkit-train-checkpoint", version=STATE_VERSION, config=to_dict(self.config),
-                    saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        save_checkpoint(self.ckpt_dir, self.step, self.model.state_dict(), state, meta)
-        prune(self.ckpt_dir, self.config.keep_last)
 
     def _start(self, resume: bool) -> None:
         """Check the output folder, then restore the newest checkpoint (resume) or seed the RNGs (fresh start)."""
@@ -718,54 +469,44 @@ class Trainer:
             seed_everything(self.config.seed + self.world.rank)  # rank 0 as one process; others their own streams
         if self.world.is_main:
             remove_partial(self.ckpt_dir)
-            self.log = CSVLog(self.out_dir / LOG_FILE, keep_until_step=self.step if resume else None)
+            self.log = CSVLog(self.out_dir / LOG_FILE, keep_until_step=self.state.step if resume else None)
 
     def _restore(self, path: Path) -> None:
-        state = load_trainer_state(path)  # first: a malicious file is refused before anything else is touched
+        saved = load_trainer_state(path)  # first: a malicious file is refused before anything else is touched
+        state = TrainState.from_state_dict(saved, path / STATE_FILE)
         weights = load_model_state(path)
         check_state_dict(self.model, weights, path / WEIGHTS_FILE)
         self.model.load_state_dict(weights)
+        world, saved_world = self.world, state.world_size
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.step, self.epoch = int(state["step"]), int(state["epoch"])
-            self.batches_in_epoch = int(state["batches_in_epoch"])
-            self.best_metric, self.best_step = state["best_metric"], state["best_step"]
-            self.metrics = dict(state["metrics"])
-            self.bad_batches, self.empty_batches = int(state["bad_batches"]), int(state["empty_batches"])
-            self.elapsed_before = float(state["elapsed_s"])
-            saved_world = int(state.get("world_size", 1))
-            if saved_world == self.world.size:  # exactly where each rank was
-                mine = state["rank_rng"][self.world.rank] if saved_world > 1 else state
-                self._epoch_rng = mine["epoch_rng"]
-                set_rng_state(mine["rng"])
-            else:  # the epoch is dealt out differently now: carry over the fraction of it already trained on
-                saved_length, length = state.get("batches_per_epoch"), self._batches_per_epoch()
-                if saved_length and length:
-                    self.batches_in_epoch = round(self.batches_in_epoch * length / saved_length)
-                else:
-                    self.batches_in_epoch = self.batches_in_epoch * saved_world // self.world.size
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            if saved_world == world.size:  # exactly where each rank was
+                self._epoch_rng = state.rank_rng[world.rank]["epoch_rng"]
+                set_rng_state(state.rank_rng[world.rank]["rng"])
+            else:  # the epoch is dealt out differently now: new random streams
                 self._epoch_rng = None
-                seed_everything(self.config.seed + self.world.rank + self.world.size * self.step)
+                seed_everything(self.config.seed + world.rank + world.size * state.step)
         except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as e:
             msg = " ".join(str(e).split())[:200]
             raise ToolkitError(f"{path}: the trainer state does not fit this model or trainer ({msg})") from None
-        self._last_valid_step = self._last_ckpt_step = self.step
-        if saved_world != self.world.size:
-            self._echo(f"the checkpoint was written by {saved_world} processes, this run has {self.world.size}: "
+        self.state = state = state.for_world(world.size, self._batches_per_epoch())
+        self._last_valid_step = self._last_ckpt_step = state.step
+        if saved_world != world.size:
+            self._echo(f"the checkpoint was written by {saved_world} processes, this run has {world.size}: "
                        "it continues at the same fraction of the epoch, with new random streams (not bit-exact)")
-        self._echo(f"resumed from {path} (step {self.step}, epoch {self.epoch}, batch {self.batches_in_epoch})")
+        self._echo(f"resumed from {path} (step {state.step}, epoch {state.epoch}, batch {state.batches_in_epoch})")
 
     # ------------------------------------------------------------------------------------------ the end
 
-    def _finish(self, win: _Window, stop: str | None) -> TrainResult:
+    def _finish(self, win: LogWindow, stop: str | None) -> TrainResult:
         """Last validation + checkpoint, optional checkpoint averaging, the final bundle, the summary."""
-        cfg = self.config
-        if win.steps or self._last_valid_step != self.step:
-            self._report(win, validate=self._last_valid_step != self.step)
-        if self._last_ckpt_step != self.step:
+        cfg, s = self.config, self.state
+        if win.steps or self._last_valid_step != s.step:
+            self._report(win, validate=self._last_valid_step != s.step)
+        if self._last_ckpt_step != s.step:
             self._checkpoint()
-        final_metrics = dict(self.metrics)
+        final_metrics = dict(s.metrics)
         averaged: list[str] = []
         if cfg.average_last > 1:  # every rank averages (the checkpoints are on a shared file system)
             paths = list_checkpoints(self.ckpt_dir)[-cfg.average_last:]
@@ -784,26 +525,16 @@ class Trainer:
         self.world.barrier()  # every rank returns once the final bundle is written
         items = self.world.sum([self._items])[0]
         run_seconds = time.perf_counter() - self._t0
-        best_text = ""
-        if self.best_step is not None:
-            best_text = f"; best {cfg.metric} {self.best_metric:.4g} at step {self.best_step}"
+        best_text = f"; best {cfg.metric} {s.best_metric:.4g} at step {s.best_step}" if s.best_step is not None else ""
         self._echo(
-            f"done: {self.step} updates, {self.epoch} epochs ({stop}); skipped {self.bad_batches} non-finite and "
-            f"{self.empty_batches} empty (None) batches{best_text}"
+            f"done: {s.step} updates, {s.epoch} epochs ({stop}); skipped {s.bad_batches} non-finite and "
+            f"{s.empty_batches} empty (None) batches{best_text}"
         )
         best = self.out_dir / "best"
         return TrainResult(
-            steps=self.step,
-            epochs=self.epoch,
-            best_metric=self.best_metric,
-            best_step=self.best_step,
-            final_metrics=final_metrics,
-            seconds=self._elapsed(),
+            steps=s.step, epochs=s.epoch, best_metric=s.best_metric, best_step=s.best_step,
+            final_metrics=final_metrics, seconds=self._elapsed(),
             items_per_second=items / max(run_seconds - self._overhead, 1e-9),
-            best_path=best if best.exists() else None,
-            final_path=final_path,
-            bad_batches=self.bad_batches,
-            empty_batches=self.empty_batches,
-            stop_reason=stop or "",
-            averaged=averaged,
+            best_path=best if best.exists() else None, final_path=final_path,
+            bad_batches=s.bad_batches, empty_batches=s.empty_batches, stop_reason=stop or "", averaged=averaged,
         )
