@@ -18,7 +18,7 @@ from toolkit.decode import (
     ctc_greedy_with_frames,
     search,
 )
-from toolkit.model import EOS_ID, CTCHead, DecoderConfig, EncoderDecoder, EncoderOutput
+from toolkit.model import EOS_ID, CTCHead, Decoder, EncoderDecoder, EncoderOutput, ModelConfig
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -221,10 +221,11 @@ def test_full_ctc_weight_scores_are_ctc_likelihoods_and_beat_greedy(seed, beam, 
         assert hyp.logprob >= -ctc_nll(lp[i, :n], greedy[i]) - 1e-4
 
 
-class NoEOSDecoder(torch.nn.Module):
+class NoEOSDecoder(Decoder):
     """An unconverged decoder: always prefers token 5, EOS almost impossible (but finite)."""
 
-    config = DecoderConfig(max_len=200)
+    vocab_size = VOCAB
+    max_len = 200
 
     def init_state(self, enc_out):
         from test_search import LoopState
@@ -236,7 +237,6 @@ class NoEOSDecoder(torch.nn.Module):
         logits[:, 0, 5] = 8.0
         logits[:, 0, 6] = 6.0
         logits[:, 0, EOS_ID] = -40.0
-        state.offset += 1
         return logits, state
 
 
@@ -255,18 +255,25 @@ def test_length_capped_by_encoder_length(lam, ratio):
             assert len(nbest[0].tokens) == cap
 
 
+def assembled(decoder, ctc_head) -> EncoderDecoder:
+    """A model of `decoder` and `ctc_head` over an identity encoder (the search is given the memory)."""
+    config = ModelConfig(vocab_size=VOCAB, d_model=16, encoder={"name": "conformer"},
+                         decoder=None if decoder is None else decoder.config, ctc=ctc_head is not None)
+    return EncoderDecoder(torch.nn.Identity(), decoder, ctc_head, config=config)
+
+
 def test_search_dispatches_on_ctc_weight_and_heads():
     dec, enc = random_decoder(1), long_memory(1)
     head = CTCHead(16, VOCAB, dropout=0.0).eval()
-    model = EncoderDecoder(torch.nn.Identity(), dec, head)
+    model = assembled(dec, head)
     opts = DecodingOptions(beam_size=3, max_length=15, ctc_weight=0.4)
     want = JointCTCAttentionSearch(opts).search(dec, head(enc.memory), enc)
     assert [n[0].tokens for n in search(model, enc, opts)] == [n[0].tokens for n in want]
     plain = DecodingOptions(beam_size=3, max_length=15)
     assert [n[0].tokens for n in search(model, enc, plain)] == [n[0].tokens for n in BeamSearch(plain).search(dec, enc)]
-    ctc_only = EncoderDecoder(torch.nn.Identity(), None, head)
+    ctc_only = assembled(None, head)
     assert [n[0].tokens for n in search(ctc_only, enc, plain)] == ctc_greedy(head(enc.memory), enc.lengths)
     with pytest.raises(ValueError, match="CTC head"):
-        search(EncoderDecoder(torch.nn.Identity(), dec, None), enc, opts)
+        search(assembled(dec, None), enc, opts)
     with pytest.raises(ValueError, match="ctc_weight"):
         DecodingOptions(ctc_weight=1.5)

@@ -7,7 +7,7 @@ import torch
 
 from toolkit.decode import BeamSearch, DecodingOptions, GreedySearch
 from toolkit.decode.options import apply_rules
-from toolkit.model import EOS_ID, DecoderConfig, EncoderOutput, TransformerDecoder
+from toolkit.model import EOS_ID, Decoder, DecoderConfig, DecoderState, EncoderOutput, TransformerDecoder
 
 VOCAB = 12
 
@@ -97,20 +97,18 @@ def test_length_capped_by_memory_length(strategy, beam):
 
 
 @dataclass
-class LoopState:
-    offset: int = 0
+class LoopState(DecoderState):
+    offset: int = 0  # the same for every row
 
     def select(self, index):
         return self
 
-    def reorder_self(self, index):
-        return self
 
-
-class LoopingDecoder(torch.nn.Module):
+class LoopingDecoder(Decoder):
     """A decoder stuck in a loop: it always prefers the token pattern 5 6 7 5 6 7 ..., never EOS."""
 
-    config = DecoderConfig(max_len=200)
+    vocab_size = VOCAB
+    max_len = 200
 
     def init_state(self, enc_out):
         return LoopState()
@@ -119,8 +117,7 @@ class LoopingDecoder(torch.nn.Module):
         logits = torch.zeros(tokens.size(0), 1, VOCAB)
         logits[:, 0, 5 + state.offset % 3] = 10.0
         logits[:, 0, EOS_ID] = -5.0
-        state.offset += 1
-        return logits, state
+        return logits, LoopState(state.offset + 1)
 
 
 @pytest.mark.parametrize("strategy,beam", [(GreedySearch, 1), (BeamSearch, 2)])

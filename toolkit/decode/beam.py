@@ -59,7 +59,7 @@ class BeamSearch:
         k = opts.beam_size
         b = enc_out.memory.size(0)
         device = enc_out.memory.device
-        caps = length_caps(opts, enc_out.lengths, decoder.config.max_len)
+        caps = length_caps(opts, enc_out.lengths, decoder.max_len)
         # Cross-attention keys/values are projected once per input, then copied to its K beams.
         state = decoder.init_state(enc_out).select(torch.arange(b, device=device).repeat_interleave(k))
         items = torch.arange(b, device=device)  # which input each live group of K rows decodes
@@ -90,7 +90,7 @@ class BeamSearch:
             rows = ((live * k)[:, None] + origin[live]).flatten()  # source row of every surviving beam
             items, scores, token = items[live], scores[live], token[live].flatten()
             generated = torch.cat([generated[rows], token[:, None]], dim=1)
-            state = state.select(rows) if done.any() else state.reorder_self(rows)
+            state = state.select(rows) if done.any() else state.select_beams(rows)
             if fusion is not None:
                 fusion.select(rows)
             last = token[:, None]

@@ -25,7 +25,7 @@ class GreedySearch:
         opts = self.options
         b = enc_out.memory.size(0)
         device = enc_out.memory.device
-        caps = length_caps(opts, enc_out.lengths, decoder.config.max_len)
+        caps = length_caps(opts, enc_out.lengths, decoder.max_len)
         state = decoder.init_state(enc_out)
         rows = torch.arange(b, device=device)  # which input each live row decodes
         generated = torch.empty(b, 0, dtype=torch.long, device=device)

@@ -58,7 +58,7 @@ class JointCTCAttentionSearch:
         k, lam = opts.beam_size, opts.ctc_weight
         b = enc_out.memory.size(0)
         device = enc_out.memory.device
-        caps = length_caps(opts, enc_out.lengths, decoder.config.max_len)
+        caps = length_caps(opts, enc_out.lengths, decoder.max_len)
         caps = torch.minimum(caps, enc_out.lengths.clamp(min=1))
         beams = torch.arange(b, device=device).repeat_interleave(k)
         state = decoder.init_state(enc_out).select(beams)
@@ -119,7 +119,7 @@ class JointCTCAttentionSearch:
                 ctc_state = ctc_cands.select(((live * k * c)[:, None] + index[live]).flatten())
             items, scores, token = items[live], scores[live], token[live].flatten()
             generated = torch.cat([generated[rows], token[:, None]], dim=1)
-            state = state.select(rows) if done.any() else state.reorder_self(rows)
+            state = state.select(rows) if done.any() else state.select_beams(rows)
             if fusion is not None:
                 fusion.select(rows)
             last = token[:, None]
