@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from toolkit.decode.fusion import ShallowFusion
+from toolkit.decode.fusion import token_scorers
 from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty
 from toolkit.lm.model import LanguageModel
 from toolkit.model.base import BOS_ID, EOS_ID, Decoder, EncoderOutput
@@ -32,12 +32,12 @@ class GreedySearch:
         logprob = torch.zeros(b, dtype=torch.float64, device=device)
         last = torch.full((b, 1), BOS_ID, dtype=torch.long, device=device)
         results: list[list[Hypothesis]] = [[] for _ in range(b)]
-        fusion = ShallowFusion.create(lm, opts, b, device)
+        scorers = token_scorers(lm, opts, decoder.vocab_size, b, device)
         while rows.numel():
             logits, state = decoder(last, state)
             logp = apply_rules(logits[:, -1].log_softmax(-1), generated, caps[rows], opts)
-            if fusion is not None:
-                logp = logp.double() + fusion.scores(last[:, 0], logp.size(-1))
+            if scorers:
+                logp = logp.double() + sum(s.scores(last[:, 0]) for s in scorers)
             best_logp, token = logp.max(-1)
             logprob += best_logp.double()
             generated = torch.cat([generated, token[:, None]], dim=1)
@@ -50,7 +50,7 @@ class GreedySearch:
                 keep = (~ended).nonzero().flatten()
                 rows, generated, logprob, token = rows[keep], generated[keep], logprob[keep], token[keep]
                 state = state.select(keep)
-                if fusion is not None:
-                    fusion.select(keep)
+                for s in scorers:
+                    s.select(keep)
             last = token[:, None]
         return results
