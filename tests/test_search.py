@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toolkit.decode import BeamSearch, DecodingOptions, GreedySearch, Hypothesis
+from toolkit.decode import BeamSearch, DecodingOptions, GreedySearch, Hypothesis, decode
 from toolkit.decode.options import apply_rules, length_penalty
 from toolkit.lm import Lexicon, LstmLM, LstmLMConfig, TokenLexicon
-from toolkit.model import BOS_ID, EOS_ID, UNK_ID, Decoder, DecoderConfig, DecoderState, EncoderOutput, TransformerDecoder
+from toolkit.model import (BOS_ID, EOS_ID, UNK_ID, Decoder, DecoderConfig, DecoderState, EncoderOutput, ModelConfig,
+                           TransformerDecoder, build_model)
 from toolkit.text import train_tokenizer
 
 VOCAB = 12
@@ -169,6 +170,43 @@ def test_length_capped_by_memory_length(strategy, beam):
     opts = DecodingOptions(beam_size=beam, max_length=50, min_length=50, max_length_ratio=0.5)
     for n, nbest in zip(enc.lengths.tolist(), strategy(opts).search(dec, enc)):
         assert len(nbest[0].tokens) == -(-n // 2)  # min_length yields to the cap
+
+
+def run_search(opts: DecodingOptions, dec, enc, ctc) -> list[list[Hypothesis]]:
+    if opts.beam_size == 1 and not opts.ctc_weight:
+        return GreedySearch(opts).search(dec, enc)
+    return BeamSearch(opts).search(dec, enc, ctc=ctc)
+
+
+@pytest.mark.parametrize("beam,lam", [(1, 0.0), (3, 0.0), (2, 0.5)])
+def test_an_input_without_frames_gets_an_empty_hypothesis(beam, lam):
+    """An input of length 0 has no frame to attend to: it is not searched (attention over nothing is NaN), gets one
+    empty hypothesis scored 0.0, and the other inputs decode as they do alone."""
+    dec, enc = random_decoder(3), random_memory(3)
+    enc.lengths[[1, 3]] = 0
+    lp = (2 * torch.randn(5, 6, VOCAB, generator=torch.Generator().manual_seed(3))).log_softmax(-1)
+    opts = DecodingOptions(beam_size=beam, nbest=beam, max_length=10, ctc_weight=lam)
+    got = run_search(opts, dec, enc, lp)
+    for i, n in enumerate(enc.lengths.tolist()):
+        if n == 0:
+            assert got[i] == [Hypothesis([], 0.0, 0.0)]
+            continue
+        alone = run_search(opts, dec, item(enc, i), lp[i : i + 1, :n])[0]
+        assert [h.tokens for h in got[i]] == [h.tokens for h in alone]
+        assert [h.score for h in got[i]] == pytest.approx([h.score for h in alone], abs=1e-5)
+    nothing = EncoderOutput(enc.memory[[1, 3]], enc.lengths[[1, 3]])
+    assert run_search(opts, dec, nothing, lp[[1, 3]]) == [[Hypothesis([], 0.0, 0.0)]] * 2
+
+
+def test_decode_gives_an_input_too_short_for_one_frame_an_empty_hypothesis():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=VOCAB, d_model=16, ctc=True,
+                                    encoder={"name": "conformer", "num_layers": 1, "num_heads": 2, "ffn_dim": 32},
+                                    decoder=DecoderConfig(num_layers=1, num_heads=2, ffn_dim=32))).eval()
+    x, lengths = torch.randn(2, 8000), torch.tensor([8000, 100])
+    assert model.encode(x, lengths).lengths.tolist()[1] == 0
+    for opts in (DecodingOptions(), DecodingOptions(beam_size=2, ctc_weight=0.3)):
+        assert decode(model, x, lengths, opts)[1] == Hypothesis([], 0.0, 0.0)
 
 
 @dataclass

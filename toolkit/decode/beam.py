@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from toolkit.decode.fusion import token_scorers
 from toolkit.decode.joint import JointCTCScorer
-from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty
+from toolkit.decode.options import (DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty,
+                                   start_results)
 from toolkit.lm.model import LanguageModel
 from toolkit.model.base import BOS_ID, EOS_ID, Decoder, EncoderOutput
 
@@ -45,13 +46,14 @@ class BeamSearch:
         """enc_out: memory `(B, S, D)` with lengths `(B,)`; lm: a language model fused with weight
         `options.lm_weight` (`toolkit.decode.fusion`); ctc: the model's CTC head (applied to `enc_out.memory`) or
         CTC log-probs `(B, S, V)`, needed when options.ctc_weight > 0 and ignored otherwise.
-        Returns, per input, its `nbest` hypotheses, best first."""
+        Returns, per input, its `nbest` hypotheses, best first; an input of length 0 gets one, empty, scored 0.0."""
         opts = self.options
         k = opts.beam_size
-        b = enc_out.memory.size(0)
         device = enc_out.memory.device
         caps = length_caps(opts, enc_out.lengths, decoder.max_len)
-        beams = torch.arange(b, device=device).repeat_interleave(k)  # the input of each of the B*K rows
+        finished = start_results(enc_out.lengths)
+        items = (enc_out.lengths > 0).nonzero().flatten()  # which input each live group of K rows decodes
+        beams = items.repeat_interleave(k)  # the input of each row
         joint = None
         if opts.ctc_weight > 0:
             if ctc is None:
@@ -59,15 +61,13 @@ class BeamSearch:
             log_probs = ctc(enc_out.memory) if isinstance(ctc, nn.Module) else ctc
             joint = JointCTCScorer(log_probs, enc_out.lengths, opts.ctc_weight, k, beams)
             caps = torch.minimum(caps, enc_out.lengths.clamp(min=1))
-        scorers = token_scorers(lm, opts, decoder.vocab_size, b * k, device)
+        scorers = token_scorers(lm, opts, decoder.vocab_size, beams.numel(), device)
         # Cross-attention keys/values are projected once per input, then copied to its K beams.
         state = decoder.init_state(enc_out).select(beams)
-        items = torch.arange(b, device=device)  # which input each live group of K rows decodes
-        scores = torch.full((b, k), -math.inf, dtype=torch.float64, device=device)
+        scores = torch.full((items.numel(), k), -math.inf, dtype=torch.float64, device=device)
         scores[:, 0] = 0.0  # all beams start identical: only the first may expand
-        generated = torch.empty(b * k, 0, dtype=torch.long, device=device)
-        last = torch.full((b * k,), BOS_ID, dtype=torch.long, device=device)
-        finished: list[list[Hypothesis]] = [[] for _ in range(b)]
+        generated = torch.empty(beams.numel(), 0, dtype=torch.long, device=device)
+        last = torch.full((beams.numel(),), BOS_ID, dtype=torch.long, device=device)
 
         while items.numel():
             n = items.numel()

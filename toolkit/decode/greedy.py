@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from toolkit.decode.fusion import token_scorers
-from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty
+from toolkit.decode.options import (DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty,
+                                   start_results)
 from toolkit.lm.model import LanguageModel
 from toolkit.model.base import BOS_ID, EOS_ID, Decoder, EncoderOutput
 
@@ -21,18 +22,22 @@ class GreedySearch:
         self, decoder: Decoder, enc_out: EncoderOutput, lm: LanguageModel | None = None
     ) -> list[list[Hypothesis]]:
         """enc_out: memory `(B, S, D)` with lengths `(B,)`; lm: a language model fused with weight
-        `options.lm_weight` (`toolkit.decode.fusion`). Returns, per input, a list with one hypothesis."""
+        `options.lm_weight` (`toolkit.decode.fusion`). Returns, per input, a list with one hypothesis (for an input
+        of length 0, empty and scored 0.0)."""
         opts = self.options
         b = enc_out.memory.size(0)
         device = enc_out.memory.device
         caps = length_caps(opts, enc_out.lengths, decoder.max_len)
+        results = start_results(enc_out.lengths)
+        rows = (enc_out.lengths > 0).nonzero().flatten()  # which input each live row decodes
+        n = rows.numel()
         state = decoder.init_state(enc_out)
-        rows = torch.arange(b, device=device)  # which input each live row decodes
-        generated = torch.empty(b, 0, dtype=torch.long, device=device)
-        logprob = torch.zeros(b, dtype=torch.float64, device=device)
-        last = torch.full((b, 1), BOS_ID, dtype=torch.long, device=device)
-        results: list[list[Hypothesis]] = [[] for _ in range(b)]
-        scorers = token_scorers(lm, opts, decoder.vocab_size, b, device)
+        if n < b:
+            state = state.select(rows)
+        generated = torch.empty(n, 0, dtype=torch.long, device=device)
+        logprob = torch.zeros(n, dtype=torch.float64, device=device)
+        last = torch.full((n, 1), BOS_ID, dtype=torch.long, device=device)
+        scorers = token_scorers(lm, opts, decoder.vocab_size, n, device)
         while rows.numel():
             logits, state = decoder(last, state)
             logp = apply_rules(logits[:, -1].log_softmax(-1), generated, caps[rows], opts)

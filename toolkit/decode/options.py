@@ -82,6 +82,12 @@ class Hypothesis:
     score: float
 
 
+def start_results(lengths: Tensor) -> list[list[Hypothesis]]:
+    """The n-best lists a search fills, one per input of memory `lengths` `(B,)`: an input of length 0 has no frame
+    to attend to, so it is not searched and gets one empty hypothesis scored 0.0 (as a too-short input does)."""
+    return [[Hypothesis([], 0.0, 0.0)] if n == 0 else [] for n in lengths.tolist()]
+
+
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT length penalty ((5 + length) / 6) ** alpha; 1 when alpha is 0."""
     return ((5.0 + length) / 6.0) ** alpha if alpha else 1.0
