@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
-from toolkit.decode.align import (LOG_FLOOR, align_tokens, align_words, align_words_batch, ctc_min_frames,
+from toolkit.decode.align import (align_tokens, align_words, align_words_batch, ctc_min_frames,
                                   uniform_token_spans)
+from toolkit.decode.ctc import LOG_FLOOR
 from toolkit.text import BLANK_ID, EOS_ID, UNK_ID, train_tokenizer
 from toolkit.timing import Word
 

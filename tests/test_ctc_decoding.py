@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,13 +13,12 @@ from toolkit.decode import (
     BeamSearch,
     CTCPrefixScorer,
     DecodingOptions,
-    JointCTCAttentionSearch,
     ctc_greedy,
     ctc_greedy_search,
     ctc_greedy_with_frames,
     search,
 )
-from toolkit.model import EOS_ID, CTCHead, DecoderConfig, EncoderDecoder, EncoderOutput
+from toolkit.model import EOS_ID, CTCHead, Decoder, EncoderDecoder, EncoderOutput, ModelConfig
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -172,12 +172,16 @@ def item(enc: EncoderOutput, i: int) -> EncoderOutput:
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("beam,ratio", [(1, None), (4, None), (3, 0.5)])
-def test_joint_with_zero_ctc_weight_equals_beam_search(seed, beam, ratio):
-    dec, enc = random_decoder(seed), long_memory(seed)
+def test_vanishing_ctc_weight_picks_what_attention_alone_picks(seed, beam, ratio):
+    """The pre-beam scores only K + 1 candidates (and EOS) per hypothesis with CTC: as lambda -> 0 the search must
+    still find what the search over the whole vocabulary finds (memory long enough that CTC can spell any
+    hypothesis: no candidate is impossible for it)."""
+    dec, enc = random_decoder(seed), random_memory(seed, b=5, s=32)
+    enc.lengths.clamp_(min=30)
     opts = DecodingOptions(beam_size=beam, nbest=beam, max_length=15, length_penalty=0.6, max_length_ratio=ratio)
-    lp = random_log_probs(5, 20, VOCAB, seed).float()
+    lp = random_log_probs(5, 32, VOCAB, seed).float()
     plain = BeamSearch(opts).search(dec, enc)
-    joint = JointCTCAttentionSearch(opts).search(dec, lp, enc)
+    joint = BeamSearch(replace(opts, ctc_weight=1e-9)).search(dec, enc, ctc=lp)
     for a, j in zip(plain, joint):
         assert [h.tokens for h in a] == [h.tokens for h in j]
         assert [h.score for h in j] == pytest.approx([h.score for h in a], abs=1e-6)
@@ -190,10 +194,10 @@ def test_joint_batched_equals_one_by_one(seed, lam, beam):
     dec, enc = random_decoder(seed), random_memory(seed, b=5, s=12)
     lp = random_log_probs(5, 12, VOCAB, seed + 10).float()
     opts = DecodingOptions(beam_size=beam, nbest=beam, max_length=15, length_penalty=0.6, ctc_weight=lam)
-    batched = JointCTCAttentionSearch(opts).search(dec, lp, enc)
+    batched = BeamSearch(opts).search(dec, enc, ctc=lp)
     for i in range(5):
         n = int(enc.lengths[i])
-        alone = JointCTCAttentionSearch(opts).search(dec, lp[i : i + 1, :n], item(enc, i))[0]
+        alone = BeamSearch(opts).search(dec, item(enc, i), ctc=lp[i : i + 1, :n])[0]
         assert alone, "every input ends with at least one hypothesis"
         assert [h.tokens for h in batched[i]] == [h.tokens for h in alone]
         assert [h.score for h in batched[i]] == pytest.approx([h.score for h in alone], abs=1e-5)
@@ -212,7 +216,7 @@ def test_full_ctc_weight_scores_are_ctc_likelihoods_and_beat_greedy(seed, beam, 
     logits[:, :, 1:3] -= 30.0  # BOS/EOS are never CTC labels
     lp = logits.log_softmax(-1).float()
     opts = DecodingOptions(beam_size=beam, max_length=20, ctc_weight=1.0, repetition_limit=0)
-    best = JointCTCAttentionSearch(opts).search(dec, lp, enc)
+    best = BeamSearch(opts).search(dec, enc, ctc=lp)
     greedy = ctc_greedy(lp, enc.lengths)
     for i in range(3):
         n = int(enc.lengths[i])
@@ -221,10 +225,11 @@ def test_full_ctc_weight_scores_are_ctc_likelihoods_and_beat_greedy(seed, beam, 
         assert hyp.logprob >= -ctc_nll(lp[i, :n], greedy[i]) - 1e-4
 
 
-class NoEOSDecoder(torch.nn.Module):
+class NoEOSDecoder(Decoder):
     """An unconverged decoder: always prefers token 5, EOS almost impossible (but finite)."""
 
-    config = DecoderConfig(max_len=200)
+    vocab_size = VOCAB
+    max_len = 200
 
     def init_state(self, enc_out):
         from test_search import LoopState
@@ -236,17 +241,17 @@ class NoEOSDecoder(torch.nn.Module):
         logits[:, 0, 5] = 8.0
         logits[:, 0, 6] = 6.0
         logits[:, 0, EOS_ID] = -40.0
-        state.offset += 1
         return logits, state
 
 
-@pytest.mark.parametrize("lam,ratio", [(0.0, None), (0.5, None), (0.5, 0.5), (1.0, None)])
+@pytest.mark.parametrize("lam,ratio", [(0.0, 1.0), (0.5, None), (0.5, 0.5), (1.0, None)])
 def test_length_capped_by_encoder_length(lam, ratio):
+    """With CTC, every hypothesis is capped at its memory length; attention alone, at max_length_ratio's cap."""
     enc = EncoderOutput(torch.zeros(3, 9, 4), torch.tensor([9, 4, 6]))
     lp = random_log_probs(3, 9, VOCAB, seed=5).float()
     opts = DecodingOptions(beam_size=3, nbest=3, max_length=150, ctc_weight=lam, max_length_ratio=ratio,
                            repetition_limit=0)
-    results = JointCTCAttentionSearch(opts).search(NoEOSDecoder(), lp, enc)
+    results = BeamSearch(opts).search(NoEOSDecoder(), enc, ctc=lp)
     for n, nbest in zip(enc.lengths.tolist(), results):
         assert nbest
         cap = n if ratio is None else math.ceil(n * ratio)
@@ -255,18 +260,25 @@ def test_length_capped_by_encoder_length(lam, ratio):
             assert len(nbest[0].tokens) == cap
 
 
+def assembled(decoder, ctc_head) -> EncoderDecoder:
+    """A model of `decoder` and `ctc_head` over an identity encoder (the search is given the memory)."""
+    config = ModelConfig(vocab_size=VOCAB, d_model=16, encoder={"name": "conformer"},
+                         decoder=None if decoder is None else decoder.config, ctc=ctc_head is not None)
+    return EncoderDecoder(torch.nn.Identity(), decoder, ctc_head, config=config)
+
+
 def test_search_dispatches_on_ctc_weight_and_heads():
     dec, enc = random_decoder(1), long_memory(1)
     head = CTCHead(16, VOCAB, dropout=0.0).eval()
-    model = EncoderDecoder(torch.nn.Identity(), dec, head)
+    model = assembled(dec, head)
     opts = DecodingOptions(beam_size=3, max_length=15, ctc_weight=0.4)
-    want = JointCTCAttentionSearch(opts).search(dec, head(enc.memory), enc)
+    want = BeamSearch(opts).search(dec, enc, ctc=head(enc.memory))
     assert [n[0].tokens for n in search(model, enc, opts)] == [n[0].tokens for n in want]
     plain = DecodingOptions(beam_size=3, max_length=15)
     assert [n[0].tokens for n in search(model, enc, plain)] == [n[0].tokens for n in BeamSearch(plain).search(dec, enc)]
-    ctc_only = EncoderDecoder(torch.nn.Identity(), None, head)
+    ctc_only = assembled(None, head)
     assert [n[0].tokens for n in search(ctc_only, enc, plain)] == ctc_greedy(head(enc.memory), enc.lengths)
     with pytest.raises(ValueError, match="CTC head"):
-        search(EncoderDecoder(torch.nn.Identity(), dec, None), enc, opts)
+        search(assembled(dec, None), enc, opts)
     with pytest.raises(ValueError, match="ctc_weight"):
         DecodingOptions(ctc_weight=1.5)

@@ -36,6 +36,25 @@ def test_incremental_decoding_matches_full_sequence(tie):
     assert state.offset == 12 and state.self_kv[0][0].shape == (3, 4, 12, 8)
 
 
+def test_forward_and_select_return_new_states():
+    dec = make_decoder()
+    tokens = torch.randint(4, 23, (3, 6))
+    state = dec.init_state(memory())
+    first, after = dec(tokens[:, :3], state)
+    assert state.offset == 0 and state.self_kv == [] and after.offset == 3
+    torch.testing.assert_close(dec(tokens[:, :3], state)[0], first)  # the state given is as it was
+    a, _ = dec(tokens[:, 3:], after)
+    b, _ = dec(tokens[:, 3:], after)
+    assert torch.equal(a, b) and after.self_kv[0][0].shape == (3, 4, 3, 8)
+    # Two beams per input; moving rows only among an input's beams, select_beams equals select.
+    beams = after.select(torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert beams.memory_mask.size(0) == 6 and after.memory_mask.size(0) == 3
+    index = torch.tensor([1, 1, 3, 2, 4, 5])
+    nxt = torch.randint(4, 23, (6, 1))
+    torch.testing.assert_close(dec(nxt, beams.select_beams(index))[0], dec(nxt, beams.select(index))[0])
+    assert beams.select_beams(index).cross_kv is beams.cross_kv
+
+
 def test_future_tokens_do_not_change_past_logits():
     dec = make_decoder()
     enc = memory()

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from toolkit.bundle import save_model
-from toolkit.decode import DecodingOptions, ShallowFusion, resolve_decoding
+from toolkit.decode import DecodingOptions, resolve_decoding, token_scorers
 from toolkit.errors import BundleError, ToolkitError
-from toolkit.lm import Lexicon, TokenLexicon, load_lm, save_lm, token_texts
+from toolkit.lm import Lexicon, LexiconScorer, TokenLexicon, load_lm, save_lm, token_texts
 from toolkit.model import BOS_ID, EOS_ID
 from toolkit.tasks.lm import LmDataConfig, make_lexicon, train_lm
 from toolkit.text import UNK_ID, train_tokenizer
@@ -153,12 +153,12 @@ def test_oov_penalty_needs_an_lm_with_a_lexicon():
     with pytest.raises(ValueError, match=r"oov_penalty -1.0 must be a finite number >= 0"):
         DecodingOptions(oov_penalty=-1.0)
     with pytest.raises(ValueError, match="needs a language model whose bundle has a lexicon"):
-        ShallowFusion.create(random_lm(0), DecodingOptions(lm_weight=0.5, oov_penalty=1.0), rows=2, device="cpu")
+        token_scorers(random_lm(0), DecodingOptions(lm_weight=0.5, oov_penalty=1.0), 12, rows=2, device="cpu")
     with pytest.raises(ValueError, match="needs a language model whose bundle has a lexicon"):
-        ShallowFusion.create(None, DecodingOptions(oov_penalty=1.0), rows=2, device="cpu")
+        token_scorers(None, DecodingOptions(oov_penalty=1.0), 12, rows=2, device="cpu")
     # An LM weight of 0 with a penalty: the LM is not run, its lexicon is used.
-    fusion = ShallowFusion.create(lm_with_lexicon(0), DecodingOptions(oov_penalty=1.0), rows=1, device="cpu")
-    assert fusion.lm is None and fusion.lexicon is not None
+    scorers = token_scorers(lm_with_lexicon(0), DecodingOptions(oov_penalty=1.0), 12, rows=1, device="cpu")
+    assert [type(s) for s in scorers] == [LexiconScorer]
 
 
 def test_saved_oov_penalty_is_the_default():

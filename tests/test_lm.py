@@ -11,8 +11,7 @@ import torch
 from toolkit.bundle import load_model
 from toolkit.config import load_config
 from toolkit.synth.text_corpus import FORTUNE_DIR, WORDNET_DIR
-from toolkit.decode import (BeamSearch, DecodingOptions, GreedySearch, JointCTCAttentionSearch, ShallowFusion,
-                            resolve_decoding, search)
+from toolkit.decode import BeamSearch, DecodingOptions, GreedySearch, resolve_decoding, search, token_scorers
 from toolkit.errors import BundleError, ToolkitError
 from toolkit.lm import LanguageModel, LMState, LstmLM, LstmLMConfig, load_lm, save_lm
 from toolkit.model import BOS_ID, EOS_ID, DecoderConfig, EncoderOutput, TransformerDecoder
@@ -55,9 +54,7 @@ def item(enc: EncoderOutput, ctc: torch.Tensor, i: int) -> tuple[EncoderOutput, 
 def run(strategy: str, opts: DecodingOptions, dec, enc, ctc, lm=None):
     if strategy == "greedy":
         return GreedySearch(opts).search(dec, enc, lm)
-    if strategy == "beam":
-        return BeamSearch(opts).search(dec, enc, lm)
-    return JointCTCAttentionSearch(opts).search(dec, ctc, enc, lm)
+    return BeamSearch(opts).search(dec, enc, lm, ctc=ctc)  # "beam" and "joint": CTC scores when ctc_weight > 0
 
 
 STRATEGIES = [("greedy", 1, 0.0), ("beam", 4, 0.0), ("joint", 4, 0.3), ("joint", 3, 1.0)]
@@ -315,10 +312,10 @@ def test_length_bonus_lengthens_and_skips_eos():
     short = [len(n[0].tokens) for n in run("beam", opts, dec, enc, ctc)]
     long = [len(n[0].tokens) for n in run("beam", replace(opts, length_bonus=5.0), dec, enc, ctc)]
     assert long == [12] * len(short) and min(short) < 12
-    fusion = ShallowFusion.create(None, DecodingOptions(length_bonus=0.5), rows=2, device="cpu")
-    extra = fusion.scores(torch.tensor([BOS_ID, 5]), VOCAB)
+    scorers = token_scorers(None, DecodingOptions(length_bonus=0.5), VOCAB, rows=2, device="cpu")
+    extra = sum(s.scores(torch.tensor([BOS_ID, 5])) for s in scorers)
     assert extra[:, EOS_ID].tolist() == [0.0, 0.0] and (extra[:, 4:] == 0.5).all()
-    assert ShallowFusion.create(random_lm(0), DecodingOptions(), rows=2, device="cpu") is None
+    assert token_scorers(random_lm(0), DecodingOptions(), VOCAB, rows=2, device="cpu") == []
 
 
 def tiny_speech_model():

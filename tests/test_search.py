@@ -1,21 +1,28 @@
-"""Greedy and beam search: beam 1 == greedy, batched == one by one, length rules, EOS, repetition guard."""
+"""Greedy and beam search: a beam wide enough finds exactly what enumerating every hypothesis finds (attention
+alone, joint CTC/attention, with an LM, a length bonus and an OOV penalty), beam 1 == greedy, batched == one by one,
+length rules, EOS, repetition guard."""
 
+import itertools
 from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from toolkit.decode import BeamSearch, DecodingOptions, GreedySearch
-from toolkit.decode.options import apply_rules
-from toolkit.model import EOS_ID, DecoderConfig, EncoderOutput, TransformerDecoder
+from toolkit.decode import BeamSearch, DecodingOptions, GreedySearch, Hypothesis, decode
+from toolkit.decode.options import apply_rules, length_penalty
+from toolkit.lm import Lexicon, LstmLM, LstmLMConfig, TokenLexicon
+from toolkit.model import (BOS_ID, EOS_ID, UNK_ID, Decoder, DecoderConfig, DecoderState, EncoderOutput, ModelConfig,
+                           TransformerDecoder, build_model)
+from toolkit.text import train_tokenizer
 
 VOCAB = 12
 
 
-def random_decoder(seed: int, max_len: int = 64) -> TransformerDecoder:
+def random_decoder(seed: int, max_len: int = 64, vocab: int = VOCAB) -> TransformerDecoder:
     torch.manual_seed(seed)
     cfg = DecoderConfig(num_layers=2, num_heads=2, ffn_dim=64, dropout=0.0, max_len=max_len)
-    dec = TransformerDecoder(VOCAB, 16, cfg).eval()
+    dec = TransformerDecoder(vocab, 16, cfg).eval()
     with torch.no_grad():  # sharpen the random model so hypotheses end at varied lengths
         dec.embed.weight.mul_(3.0)
     return dec
@@ -31,6 +38,75 @@ def random_memory(seed: int, b: int = 5, s: int = 6) -> EncoderOutput:
 def item(enc: EncoderOutput, i: int) -> EncoderOutput:
     n = int(enc.lengths[i])
     return EncoderOutput(enc.memory[i : i + 1, :n], enc.lengths[i : i + 1])
+
+
+# ------------------------------------------------------------------------------------------ exhaustive search
+
+TEXTS = [None, None, " ", "\0", " ", "a", "b"]  # what the 7 ids of the char tokenizer of "ab " spell; <unk>: "\0"
+WORDS = ["a", "ab", "ba"]
+
+
+def enumerate_nbest(dec, enc, ctc, lm, opts: DecodingOptions) -> list[list[Hypothesis]]:
+    """Every hypothesis of min_length..max_length tokens, scored from scratch as the search scores a finished one:
+    (1 - lambda) * log p_att(tokens, EOS) by teacher forcing + lambda * log p_ctc(tokens) by the CTC loss +
+    lm_weight * log p_lm(tokens, EOS) + length_bonus * len - oov_penalty * the words of its text not in WORDS;
+    per input its `nbest` best by score."""
+    lam = opts.ctc_weight
+    results = []
+    for i, n in enumerate(enc.lengths.tolist()):
+        alone = EncoderOutput(enc.memory[i : i + 1, :n], enc.lengths[i : i + 1])
+        hyps = []
+        for size in range(opts.min_length, opts.max_length + 1):
+            every = list(itertools.product(range(UNK_ID, len(TEXTS)), repeat=size))
+            m = len(every)
+            tokens = torch.tensor(every, dtype=torch.long).view(m, size)  # every sequence of this size
+            seq = torch.cat([torch.full((m, 1), BOS_ID), tokens, torch.full((m, 1), EOS_ID)], dim=1)
+            state = dec.init_state(alone).select(torch.zeros(m, dtype=torch.long))
+            att = dec(seq[:, :-1], state)[0].log_softmax(-1).gather(2, seq[:, 1:, None]).sum((1, 2)).double()
+            logprob = (1 - lam) * att
+            if lam:
+                logprob -= lam * F.ctc_loss(ctc[i, :n, None].expand(n, m, -1), tokens, torch.full((m,), n),
+                                            torch.full((m,), size), reduction="none")
+            if opts.lm_weight:
+                logprob += opts.lm_weight * lm(seq[:, :-1]).log_softmax(-1).gather(2, seq[:, 1:, None]).sum((1, 2))
+            for row, value in zip(tokens.tolist(), logprob.tolist()):
+                unknown = sum(w not in WORDS for w in "".join(TEXTS[t] for t in row).split())
+                value += opts.length_bonus * size - opts.oov_penalty * unknown
+                if value > -float("inf"):
+                    hyps.append(Hypothesis(row, value, value / length_penalty(size + 1, opts.length_penalty)))
+        results.append(sorted(hyps, key=lambda h: -h.score)[: opts.nbest])
+    return results
+
+
+@pytest.mark.parametrize("seed,settings", [
+    (0, dict(length_penalty=0.6)),
+    (1, dict(min_length=1, lm_weight=0.5, length_bonus=0.7, oov_penalty=1.5)),
+    (2, dict(ctc_weight=0.4)),
+    (3, dict(ctc_weight=0.4, lm_weight=0.5, length_bonus=0.7, oov_penalty=1.5, length_penalty=0.6)),
+    (4, dict(ctc_weight=1.0, length_penalty=0.6)),
+])
+def test_a_beam_as_wide_as_the_hypotheses_finds_them_all(seed, settings):
+    """4 tokens besides EOS (<unk>, space, a, b) and at most 3 of them: 85 hypotheses, of which a step holds at
+    most 16 x 5 candidates. A beam of 80 keeps them all, so its n-best must be the enumeration's, scores included:
+    this checks every piece of the loop (candidates, EOS, beam bookkeeping, each scorer following its beams)."""
+    vocab = len(TEXTS)
+    dec = random_decoder(seed, vocab=vocab)
+    g = torch.Generator().manual_seed(seed)
+    enc = EncoderOutput(4 * torch.randn(3, 8, 16, generator=g), torch.tensor([8, 5, 6]))
+    ctc = (2 * torch.randn(3, 8, vocab, generator=g, dtype=torch.float64)).log_softmax(-1)
+    torch.manual_seed(seed)
+    lm = LstmLM(LstmLMConfig(vocab_size=vocab, embed_dim=8, hidden_dim=8, dropout=0.0)).eval()
+    lm.lexicon = TokenLexicon.of(Lexicon(WORDS), train_tokenizer("char", ["ab "]))
+    assert list(lm.lexicon.texts) == TEXTS
+    opts = DecodingOptions(beam_size=80, nbest=80, max_length=3, repetition_limit=0, **settings)
+    found = BeamSearch(opts).search(dec, enc, lm, ctc=ctc)
+    for got, want in zip(found, enumerate_nbest(dec, enc, ctc, lm, opts)):
+        assert len(want) >= 75 and [h.tokens for h in got] == [h.tokens for h in want]
+        assert [h.logprob for h in got] == pytest.approx([h.logprob for h in want], abs=1e-4)
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ greedy and beam
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -96,21 +172,56 @@ def test_length_capped_by_memory_length(strategy, beam):
         assert len(nbest[0].tokens) == -(-n // 2)  # min_length yields to the cap
 
 
+def run_search(opts: DecodingOptions, dec, enc, ctc) -> list[list[Hypothesis]]:
+    if opts.beam_size == 1 and not opts.ctc_weight:
+        return GreedySearch(opts).search(dec, enc)
+    return BeamSearch(opts).search(dec, enc, ctc=ctc)
+
+
+@pytest.mark.parametrize("beam,lam", [(1, 0.0), (3, 0.0), (2, 0.5)])
+def test_an_input_without_frames_gets_an_empty_hypothesis(beam, lam):
+    """An input of length 0 has no frame to attend to: it is not searched (attention over nothing is NaN), gets one
+    empty hypothesis scored 0.0, and the other inputs decode as they do alone."""
+    dec, enc = random_decoder(3), random_memory(3)
+    enc.lengths[[1, 3]] = 0
+    lp = (2 * torch.randn(5, 6, VOCAB, generator=torch.Generator().manual_seed(3))).log_softmax(-1)
+    opts = DecodingOptions(beam_size=beam, nbest=beam, max_length=10, ctc_weight=lam)
+    got = run_search(opts, dec, enc, lp)
+    for i, n in enumerate(enc.lengths.tolist()):
+        if n == 0:
+            assert got[i] == [Hypothesis([], 0.0, 0.0)]
+            continue
+        alone = run_search(opts, dec, item(enc, i), lp[i : i + 1, :n])[0]
+        assert [h.tokens for h in got[i]] == [h.tokens for h in alone]
+        assert [h.score for h in got[i]] == pytest.approx([h.score for h in alone], abs=1e-5)
+    nothing = EncoderOutput(enc.memory[[1, 3]], enc.lengths[[1, 3]])
+    assert run_search(opts, dec, nothing, lp[[1, 3]]) == [[Hypothesis([], 0.0, 0.0)]] * 2
+
+
+def test_decode_gives_an_input_too_short_for_one_frame_an_empty_hypothesis():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=VOCAB, d_model=16, ctc=True,
+                                    encoder={"name": "conformer", "num_layers": 1, "num_heads": 2, "ffn_dim": 32},
+                                    decoder=DecoderConfig(num_layers=1, num_heads=2, ffn_dim=32))).eval()
+    x, lengths = torch.randn(2, 8000), torch.tensor([8000, 100])
+    assert model.encode(x, lengths).lengths.tolist()[1] == 0
+    for opts in (DecodingOptions(), DecodingOptions(beam_size=2, ctc_weight=0.3)):
+        assert decode(model, x, lengths, opts)[1] == Hypothesis([], 0.0, 0.0)
+
+
 @dataclass
-class LoopState:
-    offset: int = 0
+class LoopState(DecoderState):
+    offset: int = 0  # the same for every row
 
     def select(self, index):
         return self
 
-    def reorder_self(self, index):
-        return self
 
-
-class LoopingDecoder(torch.nn.Module):
+class LoopingDecoder(Decoder):
     """A decoder stuck in a loop: it always prefers the token pattern 5 6 7 5 6 7 ..., never EOS."""
 
-    config = DecoderConfig(max_len=200)
+    vocab_size = VOCAB
+    max_len = 200
 
     def init_state(self, enc_out):
         return LoopState()
@@ -119,8 +230,7 @@ class LoopingDecoder(torch.nn.Module):
         logits = torch.zeros(tokens.size(0), 1, VOCAB)
         logits[:, 0, 5 + state.offset % 3] = 10.0
         logits[:, 0, EOS_ID] = -5.0
-        state.offset += 1
-        return logits, state
+        return logits, LoopState(state.offset + 1)
 
 
 @pytest.mark.parametrize("strategy,beam", [(GreedySearch, 1), (BeamSearch, 2)])

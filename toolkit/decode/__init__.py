@@ -13,9 +13,9 @@ from torch import Tensor
 
 from toolkit.decode.beam import BeamSearch
 from toolkit.decode.ctc import CTCPrefixScorer, CTCPrefixState, ctc_greedy, ctc_greedy_search, ctc_greedy_with_frames
-from toolkit.decode.fusion import ShallowFusion
+from toolkit.decode.fusion import TokenScorer, token_scorers
 from toolkit.decode.greedy import GreedySearch
-from toolkit.decode.joint import JointCTCAttentionSearch
+from toolkit.decode.joint import JointCTCScorer
 from toolkit.decode.options import DecodingOptions, Hypothesis
 from toolkit.decode.resolve import resolve_decoding
 from toolkit.lm.model import LanguageModel
@@ -23,8 +23,8 @@ from toolkit.model.base import EncoderDecoder, EncoderOutput
 
 __all__ = [
     "BeamSearch", "CTCPrefixScorer", "CTCPrefixState", "DecodingOptions", "GreedySearch", "Hypothesis",
-    "JointCTCAttentionSearch", "ShallowFusion", "ctc_greedy", "ctc_greedy_search", "ctc_greedy_with_frames", "decode",
-    "resolve_decoding", "search",
+    "JointCTCScorer", "TokenScorer", "ctc_greedy", "ctc_greedy_search", "ctc_greedy_with_frames", "decode",
+    "resolve_decoding", "search", "token_scorers",
 ]
 
 
@@ -33,8 +33,9 @@ def search(
 ) -> list[list[Hypothesis]]:
     """Run the strategy `options` selects over encoded inputs; n-best lists per input.
 
-    ctc_weight > 0 (the model must have a CTC head): joint CTC/attention beam search (beam 1 included);
-    otherwise greedy for beam 1, beam search above. A model with a CTC head and no decoder: CTC greedy.
+    ctc_weight > 0 (the model must have a CTC head): beam search with the CTC prefix scorer, joint CTC/attention
+    (beam 1 included); otherwise greedy for beam 1, beam search above. A model with a CTC head and no decoder: CTC
+    greedy.
     lm: a language model over the model's token ids, fused into every strategy with `options.lm_weight`
     (and `options.length_bonus`; `toolkit.decode.fusion`); with lm_weight 0 it is not run at all.
     """
@@ -49,12 +50,11 @@ def search(
                              "has no search)")
         with torch.no_grad():
             return ctc_greedy_search(ctc_head(enc_out.memory), enc_out.lengths)
-    if options.ctc_weight > 0:
-        if ctc_head is None:
-            raise ValueError(f"ctc_weight {options.ctc_weight} needs a model with a CTC head")
-        return JointCTCAttentionSearch(options).search(model.decoder, ctc_head, enc_out, lm)
-    strategy = GreedySearch(options) if options.beam_size == 1 else BeamSearch(options)
-    return strategy.search(model.decoder, enc_out, lm)
+    if options.ctc_weight > 0 and ctc_head is None:
+        raise ValueError(f"ctc_weight {options.ctc_weight} needs a model with a CTC head")
+    if options.beam_size == 1 and options.ctc_weight == 0:
+        return GreedySearch(options).search(model.decoder, enc_out, lm)
+    return BeamSearch(options).search(model.decoder, enc_out, lm, ctc=ctc_head)
 
 
 @torch.no_grad()

@@ -32,13 +32,11 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from toolkit.decode.ctc import LOG_FLOOR
 from toolkit.text.tokenizer import BLANK_ID, BOS_ID, EOS_ID, Tokenizer
 from toolkit.timing import Word
 
-LOG_FLOOR = -1e4  # log-probabilities below this (-inf included) are raised to it before alignment
-
-__all__ = ["LOG_FLOOR", "align_tokens", "align_words", "align_words_batch", "ctc_min_frames",
-           "uniform_token_spans"]
+__all__ = ["align_tokens", "align_words", "align_words_batch", "ctc_min_frames", "uniform_token_spans"]
 
 TokenSpan = tuple[float, float]  # (first frame, last frame + 1) of a token; fractional for uniform spans
 

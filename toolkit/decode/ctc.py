@@ -44,10 +44,10 @@ from torch import Tensor
 from toolkit.decode.options import Hypothesis
 from toolkit.model.base import BLANK_ID, EOS_ID
 
-LOG_FLOOR = -1e4
+LOG_FLOOR = -1e4  # CTC log-probabilities below this (-inf included) are raised to it: here and in `align.py`
 
 __all__ = [
-    "CTCCandidates", "CTCPrefixScorer", "CTCPrefixState", "ctc_greedy", "ctc_greedy_search",
+    "LOG_FLOOR", "CTCCandidates", "CTCPrefixScorer", "CTCPrefixState", "ctc_greedy", "ctc_greedy_search",
     "ctc_greedy_with_frames",
 ]
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from toolkit.decode.fusion import ShallowFusion
-from toolkit.decode.options import DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty
+from toolkit.decode.fusion import token_scorers
+from toolkit.decode.options import (DecodingOptions, Hypothesis, apply_rules, length_caps, length_penalty,
+                                   start_results)
 from toolkit.lm.model import LanguageModel
 from toolkit.model.base import BOS_ID, EOS_ID, Decoder, EncoderOutput
 
@@ -21,23 +22,27 @@ class GreedySearch:
         self, decoder: Decoder, enc_out: EncoderOutput, lm: LanguageModel | None = None
     ) -> list[list[Hypothesis]]:
         """enc_out: memory `(B, S, D)` with lengths `(B,)`; lm: a language model fused with weight
-        `options.lm_weight` (`toolkit.decode.fusion`). Returns, per input, a list with one hypothesis."""
+        `options.lm_weight` (`toolkit.decode.fusion`). Returns, per input, a list with one hypothesis (for an input
+        of length 0, empty and scored 0.0)."""
         opts = self.options
         b = enc_out.memory.size(0)
         device = enc_out.memory.device
-        caps = length_caps(opts, enc_out.lengths, decoder.config.max_len)
+        caps = length_caps(opts, enc_out.lengths, decoder.max_len)
+        results = start_results(enc_out.lengths)
+        rows = (enc_out.lengths > 0).nonzero().flatten()  # which input each live row decodes
+        n = rows.numel()
         state = decoder.init_state(enc_out)
-        rows = torch.arange(b, device=device)  # which input each live row decodes
-        generated = torch.empty(b, 0, dtype=torch.long, device=device)
-        logprob = torch.zeros(b, dtype=torch.float64, device=device)
-        last = torch.full((b, 1), BOS_ID, dtype=torch.long, device=device)
-        results: list[list[Hypothesis]] = [[] for _ in range(b)]
-        fusion = ShallowFusion.create(lm, opts, b, device)
+        if n < b:
+            state = state.select(rows)
+        generated = torch.empty(n, 0, dtype=torch.long, device=device)
+        logprob = torch.zeros(n, dtype=torch.float64, device=device)
+        last = torch.full((n, 1), BOS_ID, dtype=torch.long, device=device)
+        scorers = token_scorers(lm, opts, decoder.vocab_size, n, device)
         while rows.numel():
             logits, state = decoder(last, state)
             logp = apply_rules(logits[:, -1].log_softmax(-1), generated, caps[rows], opts)
-            if fusion is not None:
-                logp = logp.double() + fusion.scores(last[:, 0], logp.size(-1))
+            if scorers:
+                logp = logp.double() + sum(s.scores(last[:, 0]) for s in scorers)
             best_logp, token = logp.max(-1)
             logprob += best_logp.double()
             generated = torch.cat([generated, token[:, None]], dim=1)
@@ -50,7 +55,7 @@ class GreedySearch:
                 keep = (~ended).nonzero().flatten()
                 rows, generated, logprob, token = rows[keep], generated[keep], logprob[keep], token[keep]
                 state = state.select(keep)
-                if fusion is not None:
-                    fusion.select(keep)
+                for s in scorers:
+                    s.select(keep)
             last = token[:, None]
         return results

@@ -24,7 +24,7 @@ class DecodingOptions:
     repetition_limit:   a hypothesis may repeat the same n-gram (n <= repetition_max_ngram) at most this
                         many times in a row; the token that would start one more copy is banned. 0 = off.
     nbest:              hypotheses returned per input by beam search (<= beam_size).
-    ctc_weight:         lambda of joint CTC/attention decoding (`JointCTCAttentionSearch`): a token extends a
+    ctc_weight:         lambda of joint CTC/attention decoding (`toolkit.decode.joint`): a token extends a
                         hypothesis by (1 - lambda) * attention logp + lambda * CTC prefix score gain. 0 = plain
                         attention search; used only with a model that has a CTC head.
     lm_weight:          beta of shallow fusion with an external language model (`search(..., lm=)`): a token's
@@ -80,6 +80,12 @@ class Hypothesis:
     tokens: list[int]
     logprob: float
     score: float
+
+
+def start_results(lengths: Tensor) -> list[list[Hypothesis]]:
+    """The n-best lists a search fills, one per input of memory `lengths` `(B,)`: an input of length 0 has no frame
+    to attend to, so it is not searched and gets one empty hypothesis scored 0.0 (as a too-short input does)."""
+    return [[Hypothesis([], 0.0, 0.0)] if n == 0 else [] for n in lengths.tolist()]
 
 
 def length_penalty(length: int, alpha: float) -> float:

@@ -1,8 +1,10 @@
 """The encoder-decoder contract shared by every modality (Dive into Deep Learning §10.6).
 
     Encoder.forward(x, lengths)            -> EncoderOutput(memory (B, S, D), lengths (B,))
-    Decoder.init_state(enc_out)            -> state
-    Decoder.forward(tokens (B, U), state)  -> (logits (B, U, V), state)
+    Decoder.init_state(enc_out)            -> DecoderState of the B inputs
+    Decoder.forward(tokens (B, U), state)  -> (logits (B, U, V), a new state advanced by U tokens)
+    DecoderState.select(index (N,))        -> a new state of rows `index` (beam search reorders and prunes)
+    Decoder.max_len                        -> most tokens, BOS and EOS included, one sequence may hold
 
 Masks are explicit: `lengths` give the number of valid positions of each item, and
 `lengths_to_padding_mask` turns them into a `(B, S)` bool mask that is True at padded positions.
@@ -10,14 +12,18 @@ Masks are explicit: `lengths` give the number of valid positions of each item, a
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolkit.text.tokenizer import BLANK_ID, BOS_ID, EOS_ID, PAD_ID, UNK_ID  # noqa: F401 - the shared special ids
+
+if TYPE_CHECKING:
+    from toolkit.model.factory import ModelConfig
 
 
 def lengths_to_padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
@@ -59,28 +65,59 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
 
-class Decoder(nn.Module):
-    """Base class of autoregressive decoders conditioned on an encoder's output."""
+class DecoderState(ABC):
+    """What a decoder carries from one `forward` to the next (a key/value cache, a recurrent state), for N
+    hypotheses. Neither `forward` nor `select` changes a state: each returns a new one."""
+
+    @abstractmethod
+    def select(self, index: Tensor) -> "DecoderState":
+        """The state of hypotheses `index` `(N',)`, rows of this one (beam reordering and pruning; may repeat)."""
+
+    def select_beams(self, index: Tensor) -> "DecoderState":
+        """`select` for an `index` that only moves rows among the copies of one input (the beams of an input): what
+        the state holds per input (e.g. cross-attention keys and values) may then be kept as it is."""
+        return self.select(index)
+
+
+class Decoder(nn.Module, ABC):
+    """Base class of autoregressive decoders conditioned on an encoder's output; searches rely on this alone.
+
+    vocab_size: V, the width of the logits.
+    """
 
     vocab_size: int
 
-    def init_state(self, enc_out: EncoderOutput) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @property
+    @abstractmethod
+    def max_len(self) -> int:
+        """Most tokens one sequence may hold, BOS and EOS included: `forward` refuses to go past it."""
 
-    def forward(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def init_state(self, enc_out: EncoderOutput) -> DecoderState:
+        """The state of B empty sequences conditioned on `enc_out` (memory `(B, S, D)`, lengths `(B,)`)."""
+
+    @abstractmethod
+    def forward(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """Read `tokens` `(B, U)` after what `state` has read; return the next-token logits `(B, U, V)` and a new
+        state that has read them too (`state` itself is left as it was)."""
 
 
 class EncoderDecoder(nn.Module):
     """An encoder, an optional attention decoder and an optional CTC head (icefall's AsrModel shape).
 
+    config: the `ModelConfig` that describes the model (`build_model` passes the one it built from); bundles save
+    it, searches read its `vocab_size`.
     forward(x, lengths, tokens) -> decoder logits `(B, U, V)`, exactly the seed's `EncoderDecoder.forward`.
     """
 
-    def __init__(self, encoder: Encoder, decoder: Decoder | None = None, ctc_head: nn.Module | None = None):
+    def __init__(
+        self, encoder: Encoder, decoder: Decoder | None = None, ctc_head: nn.Module | None = None, *,
+        config: ModelConfig,
+    ):
         super().__init__()
         if decoder is None and ctc_head is None:
             raise ValueError("an EncoderDecoder needs an attention decoder, a CTC head, or both")
+        self.config = config
         self.encoder = encoder
         self.decoder = decoder
         self.ctc_head = ctc_head

@@ -6,13 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from toolkit.model.base import EncoderOutput
+from toolkit.model.base import BLANK_ID, EncoderOutput
 
 
 class CTCHead(nn.Module):
     """memory `(B, T, D)` -> log-probabilities `(B, T, V)`, always computed in fp32."""
-
-    blank_id = 0
 
     def __init__(self, d_model: int, vocab_size: int, dropout: float = 0.1):
         super().__init__()
@@ -36,7 +34,7 @@ class CTCHead(nn.Module):
                 targets,
                 enc_out.lengths,
                 target_lengths,
-                blank=self.blank_id,
+                blank=BLANK_ID,
                 reduction="sum",
                 zero_infinity=True,
             )

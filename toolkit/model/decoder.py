@@ -2,21 +2,21 @@
 
 A pre-norm Transformer decoder (self-attention, cross-attention to the encoder's memory, feed-forward) with a
 key/value cache: `init_state` projects the memory to cross-attention keys/values once, and every call to
-`forward` appends the new tokens' self-attention keys/values to the state, so decoding step t costs O(t),
-not O(t^2). Calling `forward` on a fresh state with a whole sequence is ordinary teacher forcing.
+`forward` returns a state with the new tokens' self-attention keys/values appended, so decoding step t costs
+O(t), not O(t^2). Calling `forward` on a fresh state with a whole sequence is ordinary teacher forcing.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolkit.model.attention import attention
-from toolkit.model.base import Decoder, EncoderOutput
+from toolkit.model.base import Decoder, DecoderState, EncoderOutput
 
 
 @dataclass
@@ -41,8 +41,8 @@ KV = tuple[Tensor, Tensor]
 
 
 @dataclass
-class DecoderState:
-    """Everything the decoder carries between calls.
+class TransformerDecoderState(DecoderState):
+    """Everything the Transformer decoder carries between calls, for B rows.
 
     memory_mask: `(B, S)` bool, True at padded memory positions.
     cross_kv:    per layer, cross-attention keys and values `(B, H, S, Dh)`, computed once from the memory.
@@ -59,21 +59,22 @@ class DecoderState:
     record_attention: bool = False
     attention: Tensor | None = None
 
-    def select(self, index: Tensor) -> "DecoderState":
-        """Keep rows `index` `(B',)` of every cached tensor (beam search reordering and pruning)."""
-        return DecoderState(
+    def select(self, index: Tensor) -> "TransformerDecoderState":
+        """Rows `index` `(B',)` of every cached tensor."""
+        return replace(
+            self.select_beams(index),
             memory_mask=self.memory_mask.index_select(0, index),
             cross_kv=[(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross_kv],
-            self_kv=[(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv],
-            offset=self.offset,
-            record_attention=self.record_attention,
         )
 
-    def reorder_self(self, index: Tensor) -> "DecoderState":
-        """Like `select`, for an `index` that only moves rows among copies of the same input (beams of one
-        item): the cross-attention cache is identical across those rows, so only the self cache is gathered."""
-        self.self_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv]
-        return self
+    def select_beams(self, index: Tensor) -> "TransformerDecoderState":
+        """Rows `index` `(B',)` of the self-attention cache (and recorded weights); the memory mask and the
+        cross-attention cache, the same for every beam of an input, are shared with this state."""
+        return replace(
+            self,
+            self_kv=[(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv],
+            attention=None if self.attention is None else self.attention.index_select(0, index),
+        )
 
 
 class MultiHeadAttention(nn.Module):
@@ -160,8 +161,8 @@ class DecoderLayer(nn.Module):
 class TransformerDecoder(Decoder):
     """Token embeddings + learned positions -> N decoder layers -> LayerNorm -> vocabulary logits.
 
-    init_state(enc_out) -> DecoderState
-    forward(tokens `(B, U)`, state) -> (logits `(B, U, V)` in fp32, state advanced by U tokens)
+    init_state(enc_out) -> TransformerDecoderState
+    forward(tokens `(B, U)`, state) -> (logits `(B, U, V)` in fp32, a new state advanced by U tokens)
     """
 
     def __init__(self, vocab_size: int, d_model: int, config: DecoderConfig):
@@ -180,21 +181,25 @@ class TransformerDecoder(Decoder):
         self.norm = nn.LayerNorm(d_model)
         self.output = None if config.tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
 
-    def init_state(self, enc_out: EncoderOutput, record_attention: bool = False) -> DecoderState:
+    @property
+    def max_len(self) -> int:
+        return self.config.max_len
+
+    def init_state(self, enc_out: EncoderOutput, record_attention: bool = False) -> TransformerDecoderState:
         """Project the memory `(B, S, D)` to every layer's cross-attention keys/values, once."""
         mask = enc_out.padding_mask
         memory = enc_out.memory.masked_fill(mask[:, :, None], 0.0)  # a masked weight of 0 times NaN is NaN
-        return DecoderState(
+        return TransformerDecoderState(
             memory_mask=mask,
             cross_kv=[layer.cross_attn.project_kv(memory) for layer in self.layers],
             record_attention=record_attention,
         )
 
-    def forward(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+    def forward(self, tokens: Tensor, state: TransformerDecoderState) -> tuple[Tensor, TransformerDecoderState]:
         b, u = tokens.shape
         start = state.offset
-        if start + u > self.config.max_len:
-            raise ValueError(f"decoder max_len {self.config.max_len} exceeded ({start + u} tokens)")
+        if start + u > self.max_len:
+            raise ValueError(f"decoder max_len {self.max_len} exceeded ({start + u} tokens)")
         x = self.dropout(self.embed(tokens) + self.pos[start : start + u])
         # Query i (absolute position start+i) may attend to keys 0..start+i; one new token needs no mask.
         causal = None
@@ -211,7 +216,5 @@ class TransformerDecoder(Decoder):
         x = self.norm(x)
         weight = self.embed.weight if self.output is None else self.output.weight
         logits = (x @ weight.to(x.dtype).T).float()
-        state.self_kv = caches
-        state.offset = start + u
-        state.attention = torch.stack(weights).mean(0) if state.record_attention else None
-        return logits, state
+        attention = torch.stack(weights).mean(0) if state.record_attention else None
+        return logits, replace(state, self_kv=caches, offset=start + u, attention=attention)

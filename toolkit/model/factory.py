@@ -59,6 +59,4 @@ def build_model(config: ModelConfig | dict) -> EncoderDecoder:
         raise ConfigError(f"encoder: {e}") from None
     decoder = TransformerDecoder(config.vocab_size, config.d_model, config.decoder) if config.decoder else None
     ctc_head = CTCHead(config.d_model, config.vocab_size) if config.ctc else None
-    model = EncoderDecoder(encoder, decoder, ctc_head)
-    model.config = config
-    return model
+    return EncoderDecoder(encoder, decoder, ctc_head, config=config)
