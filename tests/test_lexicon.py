@@ -158,8 +158,10 @@ def test_oov_penalty_needs_an_lm_with_a_lexicon():
     with pytest.raises(ValueError, match="needs a language model whose bundle has a lexicon"):
         ShallowFusion.create(None, DecodingOptions(oov_penalty=1.0), rows=2, device="cpu")
     # An LM weight of 0 with a penalty: the LM is not run, its lexicon is used.
-    fusion = ShallowFusion.create(lm_with_lexicon(0), DecodingOptions(oov_penalty=1.0), rows=1, device="cpu")
-    assert fusion.lm is None and fusion.lexicon is not None
+    lm = lm_with_lexicon(0)
+    fusion = ShallowFusion.create(lm, DecodingOptions(oov_penalty=1.0), rows=1, device="cpu")
+    assert fusion.lm is None and fusion.lexicon.penalty == 1.0 and fusion.lexicon.lexicon is lm.lexicon.lexicon
+    assert fusion.lexicon.texts == list(lm.lexicon.texts)
 
 
 def test_saved_oov_penalty_is_the_default():
