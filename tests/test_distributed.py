@@ -242,8 +242,8 @@ def test_resume_on_two_ranks_or_on_one_process(runs, tmp_path):
 
 def test_muon_on_two_ranks_with_batch_b_matches_one_process_with_batch_2b(tmp_path):
     """optimizer: muon (Muon on the hidden matrices, AdamW on the rest) under DDP takes the single process's
-    updates too. Muon orthogonalises in bfloat16, so float summation differences show a little more than with
-    AdamW; the tolerance is far below the gap between the Muon and the AdamW runs."""
+    updates too. Muon orthogonalises in bfloat16, where a float summation difference may round apart, so the
+    tolerance is looser than AdamW's (1e-5); it is still far below the gap between the Muon and the AdamW runs."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     for name, batch, processes in (("single", "8", 1), ("ddp", "4", 2)):
@@ -254,8 +254,8 @@ def test_muon_on_two_ranks_with_batch_b_matches_one_process_with_batch_2b(tmp_pa
     diff = max_difference(weights(tmp_path / "ddp/final"), single)
     gap = max_difference(weights(tmp_path / "adamw/final"), single)
     print(f"max weight difference, muon 2 ranks x batch 4 vs 1 process x batch 8: {diff:.3g} (vs adamw {gap:.3g})")
-    assert diff < 1e-3 and gap > 100 * diff
-    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=1e-3)
+    assert diff < 1e-4 and gap > 0.05
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=1e-4)
     assert [r["steps"] for r in ranks(tmp_path / "ddp")] == [6, 6]
     # the spare head (on Muon, never used) got no gradient on any rank: untouched
     assert torch.equal(weights(tmp_path / "ddp/final")["spare_head.weight"], single["spare_head.weight"])
