@@ -32,6 +32,9 @@ def test_smoke_run_end_to_end(tmp_path):
     figures = dict(kv.split("=") for kv in r.stdout.strip().splitlines()[-1].split())
     assert set(figures) == {"exact_greedy", "exact_beam", "final_loss", "seconds"}
     assert float(figures["final_loss"]) < 5.0  # it learned: the first loss is above 20
+    # and it captions held-out images: 40 steps give about 0.22 exact matches (60 captions; saying the most
+    # common one every time scores 0.0625 on the held-out split)
+    assert float(figures["exact_greedy"]) >= 0.125 and float(figures["exact_beam"]) >= 0.125, figures
     info = toolkit("info", str(tmp_path / "smoke" / "model"))
     assert info.returncode == 0
     summary = json.loads(info.stdout)

@@ -55,6 +55,7 @@ ap.add_argument("--steps", type=int, required=True)
 ap.add_argument("--resume", action="store_true")
 ap.add_argument("--faults", action="store_true", help="rank 0 draws one empty batch, rank 1 one with a NaN loss")
 ap.add_argument("--uneven", action="store_true", help="rank 1 has one batch more per epoch than rank 0")
+ap.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
 args = ap.parse_args()
 
 no_sync_calls = []
@@ -77,6 +78,9 @@ class Regressor(nn.Module):
 
     def forward(self, x):
         return self.body(x)
+
+    def output_layers(self):
+        return [self.body[3]]  # kept on AdamW by optimizer: muon
 
 
 class Faulty:
@@ -120,7 +124,8 @@ with join_process_group() as world:
     sampler = DistributedSampler(data, num_replicas=world.size, rank=world.rank, shuffle=True, seed=0)
     loader = Faulty(DataLoader(data, batch_size=args.batch_size, sampler=sampler), world.rank)
     cfg = TrainConfig(max_steps=args.steps, schedule_steps=12, lr=1e-2, warmup_steps=2, accum_steps=2,
-                      grad_clip=100.0, valid_every=3, log_every=1, keep_last=10)
+                      grad_clip=100.0, valid_every=3, log_every=1, keep_last=10,
+                      optimizer=args.optimizer)
     validate = lambda m: {"loss": F.mse_loss(m(x), data.tensors[1]).item()}
     trainer = Trainer(model, cfg, args.out, loader, mse, validate, save_state, device=world.device)
     result = trainer.fit(resume=args.resume)
@@ -212,23 +217,48 @@ def test_two_ranks_with_batch_b_match_one_process_with_batch_2b(runs):
                                                 "rank1.json", "train_log.csv"]
 
 
-def test_resume_on_two_ranks_or_on_one_process(runs):
+def test_resume_on_two_ranks_or_on_one_process(runs, tmp_path):
     """The 2-rank checkpoint at update 6 resumes on 2 ranks, or on 1 process with batch 8, to the weights of the
-    uninterrupted single process at update 9."""
+    uninterrupted single process at update 9. Both resume copies of the 2-rank run in this test's own folder, so
+    the shared runs stay as `runs` made them, whatever order the tests run in."""
     root, script = runs
-    shutil.copytree(root / "ddp", root / "ddp_then_one")
-    launch(script, root / "ddp", "--batch-size", "4", "--steps", "9", "--resume", processes=2)
-    diff = max_difference(weights(root / "ddp/final"), weights(root / "single/final"))
+    for name in ("ddp_then_two", "ddp_then_one"):
+        shutil.copytree(root / "ddp", tmp_path / name)
+    assert latest_checkpoint(tmp_path / "ddp_then_two/checkpoints").name == "ckpt-00000006"
+    launch(script, tmp_path / "ddp_then_two", "--batch-size", "4", "--steps", "9", "--resume", processes=2)
+    diff = max_difference(weights(tmp_path / "ddp_then_two/final"), weights(root / "single/final"))
     print(f"max weight difference after resuming on 2 ranks: {diff:.3g}")
     assert diff < 1e-5
-    assert [r["steps"] for r in ranks(root / "ddp")] == [9, 9]
-    assert losses(root / "ddp") == pytest.approx(losses(root / "single"), rel=1e-4)
+    assert [r["steps"] for r in ranks(tmp_path / "ddp_then_two")] == [9, 9]
+    assert losses(tmp_path / "ddp_then_two") == pytest.approx(losses(root / "single"), rel=1e-4)
 
-    r = launch(script, root / "ddp_then_one", "--batch-size", "8", "--steps", "9", "--resume")
+    r = launch(script, tmp_path / "ddp_then_one", "--batch-size", "8", "--steps", "9", "--resume")
     assert "written by 2 processes, this run has 1" in r.stderr + r.stdout
-    diff = max_difference(weights(root / "ddp_then_one/final"), weights(root / "single/final"))
+    diff = max_difference(weights(tmp_path / "ddp_then_one/final"), weights(root / "single/final"))
     print(f"max weight difference after resuming on 1 process: {diff:.3g}")
     assert diff < 1e-5
+    assert latest_checkpoint(root / "ddp/checkpoints").name == "ckpt-00000006"  # the shared run is untouched
+
+
+def test_muon_on_two_ranks_with_batch_b_matches_one_process_with_batch_2b(tmp_path):
+    """optimizer: muon (Muon on the hidden matrices, AdamW on the rest) under DDP takes the single process's
+    updates too. Muon orthogonalises in bfloat16, where a float summation difference may round apart, so the
+    tolerance is looser than AdamW's (1e-5); it is still far below the gap between the Muon and the AdamW runs."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    for name, batch, processes in (("single", "8", 1), ("ddp", "4", 2)):
+        launch(script, tmp_path / name, "--batch-size", batch, "--steps", "6", "--optimizer", "muon",
+               processes=processes)
+    launch(script, tmp_path / "adamw", "--batch-size", "8", "--steps", "6")
+    single = weights(tmp_path / "single/final")
+    diff = max_difference(weights(tmp_path / "ddp/final"), single)
+    gap = max_difference(weights(tmp_path / "adamw/final"), single)
+    print(f"max weight difference, muon 2 ranks x batch 4 vs 1 process x batch 8: {diff:.3g} (vs adamw {gap:.3g})")
+    assert diff < 1e-4 and gap > 0.05
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=1e-4)
+    assert [r["steps"] for r in ranks(tmp_path / "ddp")] == [6, 6]
+    # the spare head (on Muon, never used) got no gradient on any rank: untouched
+    assert torch.equal(weights(tmp_path / "ddp/final")["spare_head.weight"], single["spare_head.weight"])
 
 
 def test_ranks_skip_empty_and_non_finite_batches_together(tmp_path):

@@ -370,3 +370,159 @@ def test_hang_guard_fires():
         with bounded(0.05):
             while True:
                 pass
+
+
+# ------------------------------------------------------------------------- well-formed files are accepted
+# The tests above allow a refusal; these draw only files that the format allows and check that every record comes
+# back, in order, with its id, text and optional fields (a reader that refused everything would fail them).
+
+# An id or a speaker: one Kaldi token (no whitespace) of letters of any script, digits and punctuation.
+tokens = st.text(st.characters(whitelist_categories=("L", "N", "Pd", "Pc", "Po")), min_size=1, max_size=10)
+# A transcript or a caption: any printable text, spaces (of any kind) and punctuation included, on one line.
+one_line = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Co", "Cn", "Zl", "Zp")), max_size=25)
+durations = st.floats(0.01, 3600, allow_nan=False, allow_infinity=False)
+newlines = st.sampled_from(["\n", "\r\n"])
+
+
+def lines_bytes(lines: list[str], newline: str, bom: bool) -> bytes:
+    return (("\ufeff" if bom else "") + "".join(line + newline for line in lines)).encode()
+
+
+@st.composite
+def good_speech_manifests(draw) -> tuple[bytes, list[dict]]:
+    """A JSONL manifest of distinct ids (explicit or the audio path) and the records it describes."""
+    n = draw(st.integers(1, 8))
+    names = draw(st.lists(tokens, min_size=n, max_size=n, unique=True))
+    lines, expected = [], []
+    for i, name in enumerate(names):
+        obj = {draw(st.sampled_from(["audio", "audio_filepath"])): draw(st.sampled_from(
+            [f"wav/{name}.wav", f"/corpus/{name} x.flac"])), "text": draw(one_line)}
+        audio = next(iter(obj.values()))
+        optional = draw(st.fixed_dictionaries({}, optional={
+            "id": st.one_of(st.just(f"id-{name}"), st.just(i)), "duration": durations, "offset": durations,
+            "speaker": st.one_of(tokens, st.integers(0, 99)), "lang": st.sampled_from(["en", "fr"])}))
+        if "offset" in optional and "duration" not in optional and draw(st.booleans()):
+            optional["end"] = optional["offset"] + draw(durations)
+        obj.update(optional)
+        offset = optional.get("offset", 0.0)
+        end = optional.get("end", offset + optional["duration"] if "offset" in optional and "duration" in optional
+                           else None)
+        uid = str(optional["id"]) if "id" in optional else audio + (f"@{offset:g}" if offset else "")
+        expected.append({"id": uid, "audio": audio, "text": obj["text"],
+                         "duration": optional.get("duration"), "offset": offset, "end": end,
+                         "speaker": None if "speaker" not in optional else str(optional["speaker"]),
+                         "extra": {"lang": optional["lang"]} if "lang" in optional else {}})
+        lines.append(json.dumps(obj, ensure_ascii=draw(st.booleans())))
+        if draw(st.integers(0, 4)) == 0:
+            lines.append(draw(st.sampled_from(["", "  ", "\t"])))  # blank lines are skipped
+    return lines_bytes(lines, draw(newlines), draw(st.booleans())), expected
+
+
+@fuzz
+@given(good_speech_manifests())
+def test_well_formed_speech_manifests_are_read_whole(manifest):
+    data, expected = manifest
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp), "m.jsonl", data)
+        with bounded():
+            records = read_jsonl_manifest(path)
+        assert len(records) == len(expected)
+        for r, e in zip(records, expected):
+            assert (r.id, r.text, r.duration, r.offset, r.end, r.speaker, r.extra) == \
+                   (e["id"], e["text"], e["duration"], e["offset"], e["end"], e["speaker"], e["extra"])
+            assert r.audio == (e["audio"] if e["audio"].startswith("/") else str(Path(tmp) / e["audio"]))
+
+
+@st.composite
+def good_kaldi_folders(draw) -> tuple[dict[str, bytes], list[tuple]]:
+    """A Kaldi data folder (wav.scp, text; optional segments, utt2spk, utt2dur; some utterances without a
+    transcript and some transcripts without audio, which are skipped) and the (id, audio, text, speaker,
+    duration, offset, end) of every record it holds, in file order."""
+    keys = draw(st.lists(tokens, min_size=3, max_size=14, unique=True))
+    newline, bom = draw(newlines), draw(st.booleans())
+    use_segments = draw(st.booleans())
+    n_rec = draw(st.integers(1, max(1, len(keys) // 2)))
+    recordings, utts = keys[:n_rec], keys[n_rec:] if use_segments else keys
+    audio = {r: f"/corpus/{r}.wav" if draw(st.booleans()) else f"wav/{r} take.flac" for r in recordings} \
+        if use_segments else {u: f"/corpus/{u}.wav" if draw(st.booleans()) else f"wav/{u} take.flac" for u in utts}
+    texts = {u: draw(one_line).strip() for u in utts}
+    transcribed = [u for u in utts if draw(st.integers(0, 5)) > 0] or utts[:1]
+    files, expected = {}, []
+    speakers = {u: draw(tokens) for u in utts} if draw(st.booleans()) else {}
+    given_durations = {u: draw(durations) for u in utts} if draw(st.booleans()) else {}
+    if use_segments:
+        segments = {}
+        for u in utts:
+            start = draw(st.floats(0, 100).map(lambda x: round(x, 2)))
+            end = -1.0 if draw(st.integers(0, 4)) == 0 else round(start + draw(st.floats(0.01, 30)), 2) + 0.01
+            segments[u] = (draw(st.sampled_from(recordings)), start, end)
+        files["segments"] = lines_bytes([f"{u} {r} {s!r} {e!r}" for u, (r, s, e) in segments.items()], newline, bom)
+        for u, (r, s, e) in segments.items():
+            if u in transcribed:
+                end = None if e == -1 else e
+                expected.append((u, audio[r], texts[u], speakers.get(u),
+                                 given_durations.get(u, None if end is None else end - s), s, end))
+    else:
+        for u in utts:
+            if u in transcribed:
+                expected.append((u, audio[u], texts[u], speakers.get(u), given_durations.get(u), 0.0, None))
+    orphans = [f"~orphan{i}" for i in range(draw(st.integers(0, 2)))]  # transcripts without audio
+    text_lines = [f"{u}{draw(st.sampled_from([' ', chr(9), '  ']))}{texts[u]}" for u in transcribed]
+    text_lines += [f"{o} {draw(one_line)}" for o in orphans]
+    files["wav.scp"] = lines_bytes([f"{k} {a}" for k, a in audio.items()], newline, bom)
+    files["text"] = lines_bytes(draw(st.permutations(text_lines)), newline, bom)
+    if speakers:
+        files["utt2spk"] = lines_bytes([f"{u} {s}" for u, s in speakers.items()], newline, False)
+    if given_durations:
+        files["utt2dur"] = lines_bytes([f"{u} {d!r}" for u, d in given_durations.items()], newline, False)
+    return files, expected
+
+
+@fuzz
+@given(good_kaldi_folders())
+def test_well_formed_kaldi_folders_are_read_whole(folder_and_expected):
+    contents, expected = folder_and_expected
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "data"
+        folder.mkdir()
+        for name, data in contents.items():
+            write(folder, name, data)
+        with bounded():
+            records = read_kaldi_dir(folder)
+        got = [(r.id, r.audio, r.text, r.speaker, r.duration, r.offset, r.end) for r in records]
+        assert got == expected
+
+
+@st.composite
+def good_coco_files(draw) -> tuple[bytes, list[tuple]]:
+    """A COCO captions file (distinct integer or string image ids; annotations in any order, some images with
+    none) and the (file name, image id, captions in file order, split) of every image."""
+    image_ids = draw(st.lists(st.one_of(st.integers(0, 10**6), tokens), min_size=1, max_size=6, unique=True))
+    images, expected = [], []
+    for i, key in enumerate(image_ids):
+        entry = {"id": key, "file_name": f"img/{i}-{draw(tokens)}.jpg",
+                 **draw(st.fixed_dictionaries({}, optional={"split": st.sampled_from(["train", "val", "test"]),
+                                                            "original_id": tokens, "width": st.integers(1, 999)}))}
+        images.append(entry)
+        expected.append([entry["file_name"], str(entry.get("original_id", key)), [], entry.get("split")])
+    annotations = []
+    for _ in range(draw(st.integers(0, 12))):
+        i = draw(st.integers(0, len(image_ids) - 1))
+        caption = draw(one_line)
+        annotations.append({"id": len(annotations), "image_id": image_ids[i], "caption": caption})
+        expected[i][2].append(caption)
+    data = json.dumps({"info": {}, "images": images, "annotations": annotations},
+                      ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from([None, 1]))).encode()
+    return data, [tuple(e) for e in expected]
+
+
+@fuzz
+@given(good_coco_files(), st.sampled_from([read_coco, read_captions]))
+def test_well_formed_coco_files_are_read_whole(coco, reader):
+    data, expected = coco
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write(Path(tmp), "captions.json", data)
+        with bounded():
+            records = reader(path)
+        got = [(r.image, r.image_id, r.captions, r.split) for r in records]
+        assert got == [(str(Path(tmp).joinpath(name)), *rest) for name, *rest in expected]

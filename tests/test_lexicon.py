@@ -157,8 +157,11 @@ def test_oov_penalty_needs_an_lm_with_a_lexicon():
     with pytest.raises(ValueError, match="needs a language model whose bundle has a lexicon"):
         token_scorers(None, DecodingOptions(oov_penalty=1.0), 12, rows=2, device="cpu")
     # An LM weight of 0 with a penalty: the LM is not run, its lexicon is used.
-    scorers = token_scorers(lm_with_lexicon(0), DecodingOptions(oov_penalty=1.0), 12, rows=1, device="cpu")
+    lm = lm_with_lexicon(0)
+    scorers = token_scorers(lm, DecodingOptions(oov_penalty=1.0), 12, rows=1, device="cpu")
     assert [type(s) for s in scorers] == [LexiconScorer]
+    assert scorers[0].penalty == 1.0 and scorers[0].lexicon is lm.lexicon.lexicon
+    assert scorers[0].texts == list(lm.lexicon.texts)
 
 
 def test_saved_oov_penalty_is_the_default():

@@ -331,7 +331,12 @@ def test_search_refuses_an_lm_of_another_vocabulary():
     enc = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
     with pytest.raises(ValueError, match="the language model has 13 tokens and the model 12"):
         search(model, enc, DecodingOptions(lm_weight=0.5), lm=random_lm(0, vocab=13))
-    assert search(model, enc, DecodingOptions(beam_size=2, ctc_weight=0.3, lm_weight=0.5), lm=random_lm(0))
+    # an LM of the model's vocabulary is fused into the search `search` dispatches to: a confident one steers it
+    script = [9, 5, 9]
+    opts = DecodingOptions(beam_size=2, max_length=12, ctc_weight=0.3)
+    assert [h.tokens for h in search(model, enc, opts)[0]] != [script]
+    steered = search(model, enc, replace(opts, lm_weight=3.0), lm=ScriptLM(script))
+    assert len(steered) == 1 and steered[0][0].tokens == script
 
 
 @pytest.mark.parametrize("decoding,error", [({"lm_weight": -1}, "a number >= 0"),

@@ -141,6 +141,21 @@ def test_cli_writes_every_format_and_muxes_a_soft_track(bundle, recording, tmp_p
     probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0",
                             str(out)], capture_output=True, text=True, check=True).stdout.split()
     assert probe == ["video", "audio", "subtitle"]
+    # The soft track holds the cues written to d.srt: the same texts, at the same times on the video's clock.
+    # (Matroska has no negative times: ffmpeg shifts every stream by the AAC encoder delay the MP4 hid in an edit
+    # list, so the track's times are the file's plus the video stream's start time.)
+    track = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(out), "-map", "0:s:0", "-f", "srt", "-"],
+                           capture_output=True, text=True, check=True).stdout
+    video_start = float(subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                        "stream=start_time", "-of", "csv=p=0", str(out)],
+                                       capture_output=True, text=True, check=True).stdout)
+    written = list(srt.parse((tmp_path / "d.srt").read_text()))
+    assert written and [c.content for c in written] == [c.content for c in cues]
+    muxed = list(srt.parse(track))
+    assert [c.content for c in muxed] == [c.content for c in written]
+    for a, b in zip(muxed, written, strict=True):
+        assert (a.start - b.start).total_seconds() == pytest.approx(video_start, abs=1e-3)
+        assert (a.end - b.end).total_seconds() == pytest.approx(video_start, abs=1e-3)
 
 
 def test_video_without_audio_is_a_one_line_error(bundle, tmp_path):

@@ -430,6 +430,10 @@ def test_ffmpeg_reads_and_converts(tmp_path, writer):
     converted = list(srt.parse(result.stdout))
     assert [(round(s.start.total_seconds() * 1000), round(s.end.total_seconds() * 1000)) for s in converted] == \
         [(round(c.start * 1000), round(c.end * 1000)) for c in cues]
+    # The texts come back: WebVTT's escapes undone exactly; SRT has none, so its "-->" was written as "→" and
+    # ffmpeg reads "<b>" as SRT markup for bold (and closes it).
+    last = "<b>bold → & شكرا 😀</b>" if writer.extension == "srt" else cues[-1].text
+    assert [s.content for s in converted] == [c.text for c in cues[:-1]] + [last]
 
 
 def test_write_file_is_atomic(tmp_path, monkeypatch):
