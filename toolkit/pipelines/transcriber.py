@@ -196,7 +196,11 @@ class Transcriber:
                 pool, pooled = [], 0.0
         yield from self._decode_pool(pool, options, lm, ctc_only, word_times, batch_size, batch_seconds, progress)
 
-    def _decode_pool(self, pool, options, lm, ctc_only, word_times, batch_size, batch_seconds, progress):
+    def _decode_pool(
+        self, pool: list[tuple[K, Chunk, np.ndarray]], options: DecodingOptions, lm: LMBundle | None, ctc_only: bool,
+        word_times: bool, batch_size: int, batch_seconds: float, progress: tqdm | None,
+    ) -> Iterator[tuple[K, Segment]]:
+        """`decode_chunks` for one pool: sorted by length, then decoded in `length_batches`."""
         pool = sorted(pool, key=lambda item: len(item[2]))
         shortest = getattr(self.model.encoder, "min_input_samples", 1)
         for batch in length_batches(pool, batch_size, batch_seconds):
