@@ -12,40 +12,22 @@ import json
 import logging
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
-from toolkit.bundle import save_model
 from toolkit.cli import main
 from toolkit.data.speech import SpeechRecord
-from toolkit.synth.longform import LongformConfig, assemble_longform
 from toolkit.media import VadConfig
-from toolkit.model.factory import build_model
 from toolkit.pipelines import transcriber as transcriber_module
 from toolkit.pipelines.subtitler import SubtitleOptions, Subtitler
 from toolkit.pipelines.transcriber import Transcriber
-from toolkit.text import train_tokenizer
+
+from test_subtitler import TEXTS, bundle, recording  # noqa: F401 - shared fixtures: a tiny bundle, a recording
 
 SR = 16000
-TEXTS = ["the quick brown fox jumps over the lazy dog", "a stitch in time saves nine",
-         "all that glitters is not gold", "where there is smoke there is fire"]
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("asr")
-    torch.manual_seed(0)
-    tok = train_tokenizer("char", TEXTS + ["one two three"])
-    model = build_model({"vocab_size": tok.vocab_size, "d_model": 32, "ctc": True,
-                         "encoder": {"name": "conformer", "num_layers": 1, "num_heads": 2, "ffn_dim": 64},
-                         "decoder": {"num_layers": 1, "num_heads": 2, "ffn_dim": 64, "max_len": 128}})
-    save_model(root / "asr", model.eval(), tok, info={"task": "asr", "decoding": {"ctc_weight": 0.3}})
-    return root / "asr"
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +39,6 @@ def utterances(tmp_path_factory) -> list[SpeechRecord]:
         subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
         records.append(SpeechRecord(id=f"u{i}", audio=str(wav), text=text, duration=sf.info(wav).duration))
     return records
-
-
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory, utterances) -> tuple[Path, list]:
-    """~40 s: the four utterances with silences and a noise / chord stretch between them."""
-    wav = tmp_path_factory.mktemp("long") / "long.wav"
-    return wav, assemble_longform(utterances, wav, LongformConfig(noise_every=2, seed=1))
 
 
 @pytest.fixture
