@@ -2,7 +2,8 @@
 
 It draws a small synthetic captioning set (one shape per image from the shapes corpus's generator, captions
 such as "a large red circle"), trains a tiny timm-CNN + Transformer-decoder captioner, saves it as a bundle,
-loads the bundle back and decodes held-out images with greedy and beam search, reporting the exact-match accuracy it measured.
+loads the bundle back and decodes held-out images with greedy and beam search, reporting their exact-match
+accuracy.
 """
 
 from __future__ import annotations

@@ -179,8 +179,8 @@ class SileroVad(_WindowedVad):
 
     Each window is scored with the 64 samples before it as context (zeros at the start of a file), as the model was
     trained. `num_threads` torch threads are used while scoring (the caller's setting is restored after each call):
-    the model's operations are small, and more threads only add synchronisation; on a busy 2-core machine two
-    threads made a block 5x slower and the per-window call over 100x slower. None leaves torch's setting alone.
+    the model's operations are small, so more threads add synchronisation cost and no speed (one thread is the
+    default; README.md, "Subtitles"). None leaves torch's setting alone.
     Raises ImportError when silero-vad is not installed.
     """
 

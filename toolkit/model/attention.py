@@ -1,9 +1,9 @@
 """`attention`: scaled dot-product attention for every model here, with the kernel chosen for the device.
 
-On CPU, PyTorch's fused (flash) kernel is slow to differentiate for the short, many-headed sequences of speech and
-caption batches: its backward took 23% of a training step of the quick speech model in the profiler, and the plain
-"math" kernel (matmul, softmax, matmul, each differentiated on its own) trains that model 1.2x faster on 1 or 2
-cores (`tests/benchmarks/attention_kernel.py`). On GPU the fused kernels are the fast ones and stay in charge.
+On CPU the plain "math" kernel (matmul, softmax, matmul, each differentiated on its own) is used: PyTorch's fused
+(flash) kernel has a costly backward for the short, many-headed sequences of speech and caption batches, so the
+math kernel gives faster training steps (`tests/benchmarks/attention_kernel.py`; figures in README.md). On GPU
+the fused kernels are the fast ones and PyTorch's own choice stands.
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ class AugmentConfig:
     speed_prob: float = 0.3
     speed_factors: tuple[float, ...] = (0.9, 1.1)
     telephone_prob: float = 0.1
-    # Off by default, and then not drawn at all, so corpora made before it stay the same. Factors whose multiple of
-    # 16 kHz shares a large divisor with it (0.85: 13,600 Hz) resample fast.
+    # Off by default; at 0 nothing is drawn for it, so every other draw, and so the corpus, is the same as with no
+    # voice shift setting at all. Factors whose multiple of 16 kHz shares a large divisor with it (0.85: 13,600 Hz)
+    # resample fast.
     voice_prob: float = 0.0
     voice_factors: tuple[float, ...] = (0.85, 0.9, 1.1, 1.15)
 
