@@ -82,6 +82,7 @@ def read_chunks(source: Source, chunks: Sequence[Chunk], block_seconds: float = 
     more streaming pass (`read_spans`)."""
     if isinstance(source, np.ndarray):
         for c in chunks:
-            yield source[round(c.start * SAMPLE_RATE):max(round(c.end * SAMPLE_RATE), round(c.start * SAMPLE_RATE) + 1)]
+            start = round(c.start * SAMPLE_RATE)
+            yield source[start:max(round(c.end * SAMPLE_RATE), start + 1)]
         return
     yield from read_spans(source, [(c.start, c.end) for c in chunks], SAMPLE_RATE, block_seconds)

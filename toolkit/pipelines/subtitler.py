@@ -44,7 +44,7 @@ class SubtitleOptions:
     merge_gap: float = MERGE_GAP  # regions closer than this share a chunk
     beam_size: int = 4
     batch_size: int = 8  # chunks decoded together, at most
-    batch_seconds: float = BATCH_SECONDS  # and at most this much padded audio (chunks x the longest), so memory is bounded
+    batch_seconds: float = BATCH_SECONDS  # and at most this much padded audio (chunks x longest): bounded memory
     ctc_weight: float | None = None  # None: the model's saved decoding setting
     lm_weight: float | None = None  # None: the transcriber's setting (only with a language model)
     length_bonus: float | None = None  # None: the transcriber's setting
