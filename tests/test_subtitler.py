@@ -51,18 +51,24 @@ def bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> tuple[Path, list]:
-    """~40 s: four espeak utterances with silences and a noise / chord stretch between them."""
+def utterances(tmp_path_factory) -> list[SpeechRecord]:
+    """The four TEXTS spoken by espeak-ng."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    root = tmp_path_factory.mktemp("longform")
+    root = tmp_path_factory.mktemp("utterances")
     records = []
     for i, text in enumerate(TEXTS):
         wav = root / f"u{i}.wav"
         subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
         records.append(SpeechRecord(id=f"u{i}", audio=str(wav), text=text, duration=sf.info(wav).duration))
-    timeline = assemble_longform(records, root / "long.wav", LongformConfig(noise_every=2, seed=1))
-    return root / "long.wav", timeline
+    return records
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory, utterances) -> tuple[Path, list]:
+    """~40 s: the four utterances with silences and a noise / chord stretch between them."""
+    wav = tmp_path_factory.mktemp("longform") / "long.wav"
+    return wav, assemble_longform(utterances, wav, LongformConfig(noise_every=2, seed=1))
 
 
 @pytest.fixture

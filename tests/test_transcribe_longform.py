@@ -11,34 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from toolkit.cli import main
-from toolkit.data.speech import SpeechRecord
 from toolkit.media import VadConfig
 from toolkit.pipelines import transcriber as transcriber_module
 from toolkit.pipelines.subtitler import SubtitleOptions, Subtitler
 from toolkit.pipelines.transcriber import Transcriber
 
-from test_subtitler import TEXTS, bundle, recording  # noqa: F401 - shared fixtures: a tiny bundle, a recording
+from test_subtitler import bundle, recording, utterances  # noqa: F401 - shared fixtures: a tiny bundle, speech
 
 SR = 16000
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
-
-
-@pytest.fixture(scope="module")
-def utterances(tmp_path_factory) -> list[SpeechRecord]:
-    root = tmp_path_factory.mktemp("utts")
-    records = []
-    for i, text in enumerate(TEXTS):
-        wav = root / f"u{i}.wav"
-        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
-        records.append(SpeechRecord(id=f"u{i}", audio=str(wav), text=text, duration=sf.info(wav).duration))
-    return records
 
 
 @pytest.fixture
