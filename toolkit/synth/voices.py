@@ -78,8 +78,9 @@ ENGINES = ("espeak", "flite", "mbrola", "pico", "piper", "festival")
 ONE_VOICE_ENGINES = ENGINES[1:]  # engines whose every voice is its own accent, "<engine>-<name>"
 BINARIES = {"espeak": "espeak-ng", "flite": "flite", "mbrola": "mbrola", "pico": "pico2wave",
             "festival": "festival"}  # engine -> command
-DEBIAN = {"espeak-ng": "espeak-ng", "flite": "flite", "mbrola": "mbrola (Debian contrib)",
-          "pico2wave": "libttspico-utils (Debian non-free)", "festival": "festival"}  # command -> package
+DEBIAN = {"espeak-ng": "espeak-ng", "flite": "flite", "mbrola": "mbrola (Debian contrib)",  # command -> packages
+          "pico2wave": "libttspico-utils (Debian non-free)",  # (and a note in parentheses)
+          "festival": "festival festvox-kallpc16k festvox-us-slt-hts"}
 NO_PITCH = frozenset({"flite:rms", "piper:joe", "festival:cmu_us_slt_arctic_hts"})  # voices without pitch control
 RESERVED_FESTIVAL = ("don", "rab", "ked")  # Festival voices kept for independent evaluation, never used here
 
@@ -181,8 +182,9 @@ def require_binary(engine: str) -> str:
     name = BINARIES[engine]
     path = shutil.which(name)
     if path is None:
-        package, _, where = DEBIAN[name].partition(" ")
-        raise ToolkitError(f"{name} not found: install it with `apt-get install {package}`{' ' + where if where else ''}")
+        packages, _, note = DEBIAN[name].partition(" (")
+        raise ToolkitError(f"{name} not found: install it with `apt-get install {packages}`"
+                           + (f" ({note}" if note else ""))
     return path
 
 
@@ -233,7 +235,8 @@ def available(voice: Voice) -> str | None:
                 return (f"voice {voice.id}: espeak-ng has no English accent {voice.accent!r} "
                         f"(it has: {' '.join(sorted(_available('espeak', 'en')))})")
             if voice.variant not in _available("espeak", "variant"):
-                return f"voice {voice.id}: espeak-ng has no variant {voice.variant!r} (see `espeak-ng --voices=variant`)"
+                return (f"voice {voice.id}: espeak-ng has no variant {voice.variant!r} "
+                        "(see `espeak-ng --voices=variant`)")
         elif voice.engine == "flite":
             if voice.name in FLITE_LIMITED:
                 return f"voice {voice.id}: a limited-domain voice ({FLITE_LIMITED[voice.name]}), not one for sentences"
