@@ -7,24 +7,32 @@ Text: sentences from Debian's fortune files and WordNet's example sentences (`te
 as `normalize_transcript` gives them (lowercase a-z, apostrophe, space; numbers and symbols spelled out). The
 synthesiser speaks exactly those words (with the sentence's pauses kept, `spoken_form`).
 
-Voices (`voices`): espeak-ng English accents x voice variants, plus flite voices (`flite_share` of the
-utterances) and, when `mbrola_voices` names some (off by default: MBROLA's voices are in Debian's non-free
-section), MBROLA voices (`mbrola_share`), each at a rate from `rates` and a pitch offset from `pitches`; a speaker id
-names all four ("espeak:en-gb-scotland+f2:r1.15:p-15"). The flite and MBROLA voices are built from recordings of
-real speakers (MBROLA's are diphone databases), so they add speakers that espeak-ng's formant synthesis cannot
-imitate.
+Voices (`voices`): espeak-ng English accents x voice variants, and the voices of five more engines, each its own
+accent: flite (slt, rms, awb, kal16, kal), MBROLA (us1, us2, us3, en1: diphones of real speakers, driven by
+espeak-ng), SVOX Pico (en-US, en-GB), Piper (joe: a neural voice trained on a real speaker) and Festival
+(kal_diphone, cmu_us_slt_arctic_hts: an HMM voice). Each engine speaks its `engine_shares` of a split's utterances
+(flite 15%, MBROLA 12%, Pico 5%, Piper 3%, Festival 5%: Piper and Festival are the slow ones, see `voices`) when
+the split has voices of it, espeak-ng what the others leave; each utterance at a rate from `rates` and a pitch
+offset from `pitches` (0 for the voices without pitch control); a speaker id names voice, rate and pitch
+("espeak:en-gb-scotland+f2:r1.15:p-15"). The voices of the other engines are built from recordings of real
+speakers (diphones, clustered units, HMM and neural models), so they add speakers that espeak-ng's formant
+synthesis cannot imitate. A voice this machine cannot make (its engine or its data not installed, `usable_config`)
+is left out with one logged line saying what to install, and the corpus is made of the others; its record says so.
 
 Splits (`out_dir/<split>.jsonl`, audio in `out_dir/wav/<split>/<id>.wav`, 16 kHz mono PCM16):
     train         training voices, its own sentences (reused with other speakers only if the text runs out)
     valid         training voices, sentences that no other split has
     test_seen     training voices, sentences that no other split has
     test_heldout  held-out voices: accents in `held_out_accents` spoken with variants in `held_out_variants` (and
-                  held-out flite and MBROLA voices, e.g. "flite-rms"); training never hears any of those accents or
-                  variants (voices that mix a held-out accent with a seen variant, or the reverse, are used nowhere).
-                  Sentences that no other split has.
+                  held-out voices of the other engines, e.g. "flite-rms"); training never hears any of those accents
+                  or variants (voices that mix a held-out accent with a seen variant, or the reverse, are used
+                  nowhere). Sentences that no other split has.
+    test_unseen   unseen voices (`unseen_voices`): whole voices of the other engines that no other split has, each
+                  speaking about as many utterances (whatever its engine's share). Sentences that no other split has.
 Default held-out: accents en-gb-x-gbclan (Lancaster), en-us-nyc (New York City) and flite's rms voice; variants
-m4, f3, klatt2. Training: en-gb, en-us, en-gb-x-rp, en-gb-scotland, en-gb-x-gbcwmd, en-029 x m1 m2 m3 m5 m6 m7 f1 f2
-f4 klatt klatt3 Annie edward, and flite's slt, awb, kal16.
+m4, f3, klatt2. Default unseen: Pico en-GB, MBROLA us3 and Festival cmu_us_slt_arctic_hts. Training: en-gb, en-us,
+en-gb-x-rp, en-gb-scotland, en-gb-x-gbcwmd, en-029 x m1 m2 m3 m5 m6 m7 f1 f2 f4 klatt klatt3 Annie edward; flite's
+slt, awb, kal16, kal; MBROLA us1, us2, en1; Pico en-US; Piper joe; Festival kal_diphone.
 
 Augmentation (`augment`, splits in `augment_splits`, train only by default so the test splits measure voices and
 sentences, not noise): speed perturbation, reverberation, additive noise at a random SNR, telephone band; and, when
@@ -35,19 +43,22 @@ Manifest lines: {"id", "audio" (relative to the manifest's folder), "text", "dur
 "accent", "augment" (the augmentations applied, {} for none)}.
 
 Language-model text (`out_dir/lm_text.txt`, `lm_sentences`): every sentence of the text sources (3-20 words, as
-transcripts, one per line) except those of valid, test_seen and test_heldout and those that hold one of them as
+transcripts, one per line) except those of the evaluation splits (valid, test_seen, test_heldout, test_unseen)
+and those that hold one of them as
 consecutive whole words ("do you see what i mean" holds "see what i mean"), compared after scoring normalisation
 (`toolkit.text.normalize`) so that no evaluation sentence leaks in another spelling; the training sentences stay.
 It is the text-only data an external language model is trained on (as LibriSpeech ships an LM corpus beside its
 audio): ~57,000 sentences against the 9,000 spoken in train.
 
 Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
-espeak-ng / flite / MBROLA are deterministic, so the same config gives the same corpus byte for byte, whatever
-`workers`. The config is recorded in `out_dir/speech_corpus.json` (a setting added to the toolkit after a corpus
-was made counts as its default there); re-running with the same config reuses what is there: a split whose manifest
+every engine is deterministic, so the same config and the same installed engines give the same corpus byte for
+byte, whatever `workers` (a voice left out changes the draws). The config is recorded in
+`out_dir/speech_corpus.json` (a setting added to the toolkit after a corpus was made counts as its default there),
+with the utterances of each engine and the voices left out; re-running with the same config reuses what is there: a split whose manifest
 lists every planned utterance and whose wav files all exist is skipped, and otherwise only the missing wav files are
 synthesised (each wav and each manifest is written to a temporary file and renamed, so an interrupted run leaves no
-half-written file). A different config for the same folder is refused.
+half-written file). A different config for the same folder is refused, and so are other engines (one installed
+or removed since).
 
 Parallelism: `workers` processes (default `os.cpu_count()`), forked where the platform can (as torch's DataLoader
 does; each worker runs torch on one thread), spawned elsewhere (then call `make_speech_corpus` from under
