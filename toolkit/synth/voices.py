@@ -23,13 +23,17 @@ level=100+pitch>`, `target_f0_mean`). flite's rms, Piper and Festival's HTS voic
 Voices reserved for independent evaluation are never used (`reserved`): Festival's don, rab and ked voices and
 espeak-ng's MBROLA voices of non-English speakers ("mb-de1-en": MBROLA names with "-en").
 
-`synthesize` runs the synthesiser (a subprocess writing a WAV file to a pipe, Pico's to a temporary file, Piper in
-this process with its model loaded once per process), resamples to 16 kHz mono and sets the leading/trailing silence
+`synthesize` runs the synthesiser (espeak-ng, MBROLA, flite: a subprocess writing a WAV file to a pipe; Pico: one
+writing a temporary file; Festival: a `festival --pipe` kept running per process, which writes a temporary file;
+Piper: in this process, its model loaded once per process, onnxruntime on one thread), resamples to 16 kHz mono and sets the leading/trailing silence
 to `keep_silence` seconds. Every engine is deterministic: the same text and speaker give the same samples (Piper
 with its noise scales at 0: its sampling noise is drawn inside the ONNX graph from an unseeded generator, so with
 the voice's own scales, 0.667 and 0.8, two runs differ; at 0 the durations and spectra are the model's means).
 
-Speed: MEASURE
+Speed (`tests/benchmarks/voice_speed.py`: one process on one thread of this project's 2-core CPU, quiet, 40 of
+the corpus's sentences, 2.3-3.3 s of speech each on average, resampling and trimming included), utterances/s:
+espeak-ng 47; flite slt 17, awb 19, rms 16, kal16 78, kal 58; MBROLA us1 49; Pico en-US 54; Piper joe 4.4; Festival
+kal_diphone 75, cmu_us_slt_arctic_hts 11 (Festival started anew per utterance, as `text2wave` does, made 3.4).
 
 `available(voice)` says, in one line, what is missing for a voice and how to install it (`None` when it can be
 made here): MBROLA is in Debian's contrib section and its voices and Pico in non-free (`apt-get install mbrola
