@@ -4,6 +4,7 @@ twice, faster at a higher rate, higher at a higher pitch; a missing engine is re
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import shutil
 
@@ -128,8 +129,6 @@ def test_missing_engines_are_reported_once_and_skipped(monkeypatch, caplog, tmp_
     assert len(lines) == 3 and all("\n" not in line for line in lines)
     assert lines[0] == ("pico2wave not found: install it with `apt-get install libttspico-utils` (Debian non-free): "
                         "skipping pico:en-US, pico:en-GB")
-    import json
-
     record = json.loads((tmp_path / "c" / "speech_corpus.json").read_text(encoding="utf-8"))
     assert record["engines"] == {"mbrola": 40}
     assert set(record["skipped_voices"]) == {"pico:en-US", "pico:en-GB", "piper:joe", "festival:kal_diphone",
@@ -148,3 +147,24 @@ def test_a_split_left_without_voices_is_a_one_line_error(monkeypatch):
                             "without the voices this machine cannot make (gone)")
     usable, _ = usable_config(SpeechSynthConfig(test_unseen=0))
     assert usable.held_out_accents == ("en-gb-x-gbclan", "en-us-nyc") and usable.flite_voices == ()
+
+
+@needs("piper:joe")
+@needs("festival:cmu_us_slt_arctic_hts")
+@needs("pico:en-GB")
+def test_corpus_of_the_new_engines_is_the_same_whatever_the_workers(tmp_path):
+    """Piper and Festival are loaded / started once per worker process: two forked workers (after this process has
+    loaded its own) write the same bytes as one process."""
+    config = SpeechSynthConfig(train=10, valid=0, test_seen=0, test_heldout=0, test_unseen=3, seed=1,
+                               engine_shares={"pico": 0.25, "piper": 0.25, "festival": 0.25, "mbrola": 0.25})
+    synthesize(Speaker(Voice.single("piper", "joe")), "loaded here first")
+    a = make_speech_corpus(tmp_path / "a", SpeechSynthConfig(**{**config.__dict__, "workers": 2}), progress=False)
+    b = make_speech_corpus(tmp_path / "b", SpeechSynthConfig(**{**config.__dict__, "workers": 1}), progress=False)
+    voices_used = {json.loads(line)["voice"] for line in a["train"].read_text(encoding="utf-8").splitlines()}
+    assert {"pico:en-US", "piper:joe", "festival:kal_diphone"} <= voices_used
+    for split in ("train", "test_unseen"):
+        assert a[split].read_bytes() == b[split].read_bytes()
+        wavs = sorted((tmp_path / "a" / "wav" / split).glob("*.wav"))
+        assert len(wavs) == getattr(config, split)
+        for wav in wavs:
+            assert wav.read_bytes() == (tmp_path / "b" / "wav" / split / wav.name).read_bytes(), wav.name

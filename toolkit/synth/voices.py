@@ -33,7 +33,8 @@ the voice's own scales, 0.667 and 0.8, two runs differ; at 0 the durations and s
 Speed (`tests/benchmarks/voice_speed.py`: one process on one thread of this project's 2-core CPU, quiet, 40 of
 the corpus's sentences, 2.3-3.3 s of speech each on average, resampling and trimming included), utterances/s:
 espeak-ng 47; flite slt 17, awb 19, rms 16, kal16 78, kal 58; MBROLA us1 49; Pico en-US 54; Piper joe 4.4; Festival
-kal_diphone 75, cmu_us_slt_arctic_hts 11 (Festival started anew per utterance, as `text2wave` does, made 3.4).
+kal_diphone 75, cmu_us_slt_arctic_hts 11 (Festival started anew per utterance, as `text2wave` does: kal_diphone 3.4,
+with another job on the other core).
 
 `available(voice)` says, in one line, what is missing for a voice and how to install it (`None` when it can be
 made here): MBROLA is in Debian's contrib section and its voices and Pico in non-free (`apt-get install mbrola
