@@ -11,7 +11,7 @@ Voices (`voices`): espeak-ng English accents x voice variants, and the voices of
 accent: flite (slt, rms, awb, kal16, kal), MBROLA (us1, us2, us3, en1: diphones of real speakers, driven by
 espeak-ng), SVOX Pico (en-US, en-GB), Piper (joe: a neural voice trained on a real speaker) and Festival
 (kal_diphone, cmu_us_slt_arctic_hts: an HMM voice). Each engine speaks its `engine_shares` of a split's utterances
-(flite 15%, MBROLA 12%, Pico 5%, Piper 3%, Festival 5%: Piper and Festival are the slow ones, see `voices`) when
+(flite 15%, MBROLA 12%, Pico 5%, Piper 3%, Festival 5%; Piper, the slow one, is kept small: see `voices`) when
 the split has voices of it, espeak-ng what the others leave; each utterance at a rate from `rates` and a pitch
 offset from `pitches` (0 for the voices without pitch control); a speaker id names voice, rate and pitch
 ("espeak:en-gb-scotland+f2:r1.15:p-15"). The voices of the other engines are built from recordings of real
@@ -108,7 +108,8 @@ PEAK = 0.9  # every utterance is scaled to this peak amplitude
 
 @dataclass
 class SpeechSynthConfig:
-    """Sizes (utterances per split), text, voices, held-out lists, augmentation and parallelism of the corpus."""
+    """Sizes (utterances per split), text, voices and each engine's share, held-out and unseen voices, augmentation
+    and parallelism of the corpus."""
 
     train: int = 9000
     valid: int = 200
@@ -173,12 +174,11 @@ class SpeechSynthConfig:
         if not self.rates or any(r <= 0 for r in self.rates) or not self.pitches:
             raise ConfigError(f"{where}.rates/pitches: need at least one of each, rates > 0")
         shares = self.engine_shares
-        if isinstance(shares, dict) and all(e in ONE_VOICE_ENGINES for e in shares):  # an engine not named: 0
-            shares = self.engine_shares = {e: shares.get(e, 0.0) for e in ONE_VOICE_ENGINES}
-        if not isinstance(shares, dict) or any(e not in ONE_VOICE_ENGINES for e in shares):
-            bad = next((e for e in shares if e not in ONE_VOICE_ENGINES), None) if isinstance(shares, dict) else None
+        unknown = [e for e in shares if e not in ONE_VOICE_ENGINES] if isinstance(shares, dict) else [shares]
+        if unknown:
             raise ConfigError(f"{where}.engine_shares: expected {{engine: share}} with engines among "
-                              f"{', '.join(ONE_VOICE_ENGINES)} (espeak-ng speaks the rest), got {bad or shares!r}")
+                              f"{', '.join(ONE_VOICE_ENGINES)} (espeak-ng speaks the rest), got {unknown[0]!r}")
+        self.engine_shares = shares = {e: shares.get(e, 0.0) for e in ONE_VOICE_ENGINES}  # an engine not named: 0
         bad = [e for e, p in shares.items() if isinstance(p, bool) or not isinstance(p, (int, float))
                or not 0.0 <= p <= 1.0]
         if bad:
