@@ -14,8 +14,9 @@ back, resample to the input's rate, align, keep the length.
 A signal at a rate its encoder does not take is resampled to the nearest rate it does (the telephone channel
 resamples to 8 kHz itself, before). The samples reach the encoder as 16-bit PCM scaled to a peak of 0.9 full
 scale, and are scaled back after decoding. The mp3 and ogg containers carry the encoder delay (LAME's gapless
-header, Opus pre-skip), so their decoders give the samples back in place; a codec without that (AMR) has its delay
-measured once per codec, rate and bitrate on a noise probe, and taken off. Which encoders exist depends on the
+header, Opus pre-skip), so their decoders give the samples back about in place; what delay is left (AMR: 5 ms;
+Opus at low bitrates: a sample or two) is measured once per codec, rate and bitrate on a vowel-like probe, and
+taken off. Which encoders exist depends on the
 FFmpeg PyAV was built with (`available_codecs()`; PyPI's av wheels have all but libgsm).
 """
 
@@ -126,8 +127,8 @@ def _speech_like_probe(rate: int) -> np.ndarray:
 @lru_cache(maxsize=64)
 def codec_delay(codec: str, rate: int, bitrate: int | None) -> int:
     """Samples (at `rate`) by which `codec`'s decoded output lags its input after the container's own trimming,
-    measured on `_speech_like_probe` (0 for mp3, ogg/opus and the PCM codecs)."""
-    if codec in ("mulaw", "alaw", "mp3", "opus"):
+    measured on `_speech_like_probe` (0 for the PCM codecs; mp3 measures 0, opus 0 to 2 samples at 16 kHz)."""
+    if codec in ("mulaw", "alaw"):
         return 0
     probe = _speech_like_probe(rate)
     return _lag(probe, _encode_decode(probe, rate, codec, bitrate)[: len(probe) + int(MAX_DELAY * rate)],

@@ -74,7 +74,7 @@ class AugmentPlan:
             if part is not None:
                 out[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(part).items()}
         if self.channel is not None:
-            out["channel"] = {k: ([asdict(b) for b in v] if k == "eq" else v)
+            out["channel"] = {k: (list(v) if isinstance(v, tuple) else v)  # eq: a list of band dicts
                               for k, v in asdict(self.channel).items() if v not in (None, ())}
         return out
 
