@@ -408,3 +408,39 @@ def test_asr_config_takes_augment_and_defaults_to_off():
                                                                                "room": {"rt60": [0.3, 0.5]}}})
     assert data.augment.voice.prob == 0.2 and data.augment.room.rt60 == (0.3, 0.5)
     assert data.augment.noise == NoiseConfig()  # unset parts take their defaults
+
+
+@pytest.mark.slow
+def test_asr_training_augments_each_epoch_on_the_fly(tmp_path, monkeypatch):
+    """A tiny ASR run with `data.augment`: every training item goes through the augmenter with the epoch the
+    trainer is in, validation audio never does, and training ends with a model."""
+    from test_asr_recipes import TINY_MODEL, write_tiny_librispeech
+
+    from toolkit.config import load_config
+    from toolkit.tasks.asr import AsrExperiment, train_asr
+
+    write_tiny_librispeech(tmp_path / "LibriSpeech")
+    seeds = []
+    original = SpeechAugmenter.__call__
+
+    def recording(self, x, seed, index=None):
+        seeds.append(tuple(seed))
+        return original(self, x, seed, index)
+
+    monkeypatch.setattr(SpeechAugmenter, "__call__", recording)
+    root = tmp_path / "LibriSpeech"
+    exp = load_config(AsrExperiment, "recipes/librispeech/conf/conformer_bpe.yaml", TINY_MODEL + [
+        f"data.train={root}", f"data.valid={root}", "data.train_subsets=[train-clean-100]",
+        "data.valid_subsets=[dev-clean]", "tokenizer.kind=char", "model.decoder.max_len=64", "train.amp=none",
+        "train.seed=4", "data.augment={voice: {prob: 0.5}, noise: {prob: 1.0, kinds: [babble, pink]}, "
+                        "channel: {telephone_prob: 0.5}}"])
+    assert exp.data.augment.noise.kinds == ("babble", "pink")
+    result = train_asr(exp, tmp_path / "exp")
+    assert (tmp_path / "exp/final/model.safetensors").is_file() and result.epochs >= 2
+    cmvn = exp.data.cmvn_utterances
+    training = seeds[cmvn:]  # after the feature statistics (epoch-0 variants of the first utterances)
+    assert {s[0] for s in seeds} == {4} and all(s[1] == 0 for s in seeds[:cmvn])
+    epochs = {s[1] for s in training}
+    assert {0, 1} <= epochs
+    for epoch in sorted(epochs)[:-1]:  # each whole epoch augments every training utterance once (8 of them)
+        assert sorted(s[2] for s in training if s[1] == epoch) == list(range(8))
