@@ -256,6 +256,9 @@ def test_eq_gain_and_clipping():
     shelved = equalize(tone, (EqBand("highshelf", 100.0, -6.0, 0.7),), SR)
     assert 20 * math.log10(np.abs(shelved[SR // 2:]).max()) == pytest.approx(-6.0, abs=0.2)
     x = vowel()
+    shaped = apply_channel(x, SR, ChannelChoice(eq=(EqBand("lowshelf", 3000.0, 12.0, 0.7),)))
+    assert np.sqrt(np.mean(shaped**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-4)  # the level is gain's
+    assert power_share(shaped, 0, 2000) > power_share(x, 0, 2000) + 0.05
     y = apply_channel(x, SR, ChannelChoice(gain_db=6.0, clip=0.4))
     peak = 0.5 * 10 ** (6 / 20)
     assert np.max(np.abs(y)) == pytest.approx(0.4 * peak, rel=1e-3)
@@ -444,3 +447,51 @@ def test_asr_training_augments_each_epoch_on_the_fly(tmp_path, monkeypatch):
     assert {0, 1} <= epochs
     for epoch in sorted(epochs)[:-1]:  # each whole epoch augments every training utterance once (8 of them)
         assert sorted(s[2] for s in training if s[1] == epoch) == list(range(8))
+
+
+# ------------------------------------------------------------------------------------------------ offline
+
+
+def test_offline_copies_are_the_on_the_fly_variants(tmp_path):
+    """Copy c of utterance i on disk is what the loader gives in epoch c with the same seed (to 16-bit
+    precision); the manifest records the plan; a re-run keeps the files and another config is refused."""
+    from toolkit.augment.offline import augment_corpus
+    from toolkit.data.speech import read_speech
+    from toolkit.data.speech_dataset import SpeechDataset
+    from toolkit.errors import ToolkitError
+
+    records = make_records(tmp_path, n=4)
+    config = replace(cheap_config(), channel=replace(cheap_config().channel, gain_db=(-14.0, -10.0)))  # < full scale
+    manifest = augment_corpus(records, tmp_path / "aug", config, seed=3, copies=2, keep_clean=True, progress=False)
+    rows = read_speech(manifest)
+    assert [r.id for r in rows] == [r.id for r in records] + [f"u{i}-aug{c}" for c in range(2) for i in range(4)]
+    online = SpeechDataset(records, augment=config, augment_seed=3)
+    for row in rows[4:]:
+        i, c = int(row.id[1]), int(row.id[-1])
+        expected = online[(c, i)]["audio"].numpy()
+        written, rate = sf.read(row.audio, dtype="float32")
+        assert rate == SR and len(written) == len(expected) and row.duration == round(len(expected) / SR, 4)
+        assert np.max(np.abs(written - expected)) < 2 / 32768
+        assert row.extra["transforms"] == SpeechAugmenter(config, SR, ArrayBabble([np.zeros(1)] * 4)).plan(
+            (3, c, i), index=i).to_dict()
+    stamp = (tmp_path / "aug/wav/u0-aug1.wav").stat().st_mtime_ns
+    augment_corpus(records, tmp_path / "aug", config, seed=3, copies=2, keep_clean=True, progress=False)
+    assert (tmp_path / "aug/wav/u0-aug1.wav").stat().st_mtime_ns == stamp
+    with pytest.raises(ToolkitError, match="made with another augmentation config"):
+        augment_corpus(records, tmp_path / "aug", config, seed=4, copies=2, progress=False)
+
+
+def test_augment_command(tmp_path, capsys):
+    from toolkit.cli import main
+    from toolkit.data.speech import read_speech, write_jsonl_manifest
+
+    write_jsonl_manifest(make_records(tmp_path, n=3), tmp_path / "train.jsonl")
+    (tmp_path / "aug.yaml").write_text("voice: {prob: 0.0}\nroom: {prob: 1.0, rt60: [0.3, 0.4]}\n")
+    assert main(["augment", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "out"), "--config",
+                 str(tmp_path / "aug.yaml"), "--workers", "1", "noise.prob=0"]) == 0
+    rows = read_speech(tmp_path / "out/train.jsonl")
+    assert len(rows) == 3 and all(set(r.extra["transforms"]) >= {"room"} and "noise" not in r.extra["transforms"]
+                                  for r in rows)
+    assert 0.3 <= rows[0].extra["transforms"]["room"]["rt60"] <= 0.4
+    assert main(["augment", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "bad"), "room.rt60=[0.5]"]) == 2
+    assert "room.rt60: expected [low, high], got [0.5]" in capsys.readouterr().err

@@ -7,7 +7,7 @@ recording.
 In this order, each part only when drawn:
     eq          a random microphone response: 1 to 4 peaking, low-shelf or high-shelf biquads (RBJ Audio EQ
                 Cookbook), centre frequencies log-uniform in 100 Hz - 0.4 x the sample rate, gains in `eq_gain_db`,
-                Q 0.5-3
+                Q 0.5-3; the signal's RMS is kept (the response shapes the spectrum, `gain` sets the level)
     telephone   a narrowband phone line: resampled to 8 kHz, band-passed to 300-3400 Hz (4th-order Butterworth
                 each side), coded with G.711 mu-law or A-law, GSM full rate or AMR-NB (`codec`), resampled back
                 (nothing is left above 4 kHz)
@@ -187,6 +187,9 @@ def clip(x: np.ndarray, level: float) -> np.ndarray:
 def apply_channel(x: np.ndarray, sample_rate: int, choice: ChannelChoice) -> np.ndarray:
     """`x` (N,) through the channel `choice` (module docstring): (N,) float32."""
     y = equalize(x, choice.eq, sample_rate)
+    if choice.eq:
+        rms_in, rms_out = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))), float(np.sqrt(np.mean(y**2)))
+        y = y * (rms_in / rms_out) if rms_out > 0 else y
     if choice.telephone is not None:
         y = telephone(y, sample_rate, choice.telephone, choice.bitrate)
     elif choice.compress is not None:

@@ -72,7 +72,8 @@ class AugmentPlan:
         for name in ("voice", "room", "noise"):
             part = getattr(self, name)
             if part is not None:
-                out[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(part).items()}
+                out[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(part).items()
+                             if name != "noise" or v not in (0.0, ())}  # a noise's mains (hum), talkers (babble)
         if self.channel is not None:
             out["channel"] = {k: (list(v) if isinstance(v, tuple) else v)  # eq: a list of band dicts
                               for k, v in asdict(self.channel).items() if v not in (None, ())}
