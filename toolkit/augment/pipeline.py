@@ -128,8 +128,11 @@ def sample_plan(rngs: Sequence[np.random.Generator], config: SpeechAugmentConfig
 def apply_plan(x: np.ndarray, plan: AugmentPlan, config: SpeechAugmentConfig, sample_rate: int,
                streams: Sequence[np.random.Generator], babble: BabbleSource | None = None) -> np.ndarray:
     """`x` (N,) float at `sample_rate` transformed by `plan` (voice, room, noise, channel), with the voice, room,
-    noise and channel generators `streams`; (N',) float32, N' = N unless the voice changed the rate."""
+    noise and channel generators `streams`; (N',) float32, N' = N unless the voice changed the rate (an empty
+    signal is returned as it is)."""
     y = np.asarray(x, dtype=np.float32)
+    if not len(y):
+        return y
     voice_rng, room_rng, noise_rng, _channel_rng = streams
     if plan.voice is not None:
         v = config.voice

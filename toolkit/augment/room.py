@@ -81,11 +81,10 @@ def shortest_rt60(size: tuple[float, float, float]) -> float:
 
 def sample_room(rng: np.random.Generator, config: RoomConfig) -> Room:
     """A room drawn from `config`: size, RT60 (raised to 1.5 x the room's shortest possible one when below: near
-    full absorption Sabine's formula, and so the target, loses its meaning), the
-    source at mouth height (1.2-1.9 m when the room allows) and the microphone at a distance drawn from
-    `config.distance`, both `wall_distance` from every wall (the distance is shortened when the room is too small
-    for it)."""
-    size = tuple(round(ranges.uniform(rng, config.__dict__[k]), 3) for k in ("length", "width", "height"))
+    full absorption Sabine's formula, and so the target, loses its meaning), the source at mouth height (1.2-1.9 m
+    when the room allows) and the microphone at a distance drawn from `config.distance`, both `wall_distance` from
+    every wall (when the room has no such point, the microphone goes halfway to the farthest corner)."""
+    size = tuple(round(ranges.uniform(rng, getattr(config, k)), 3) for k in ("length", "width", "height"))
     rt60 = max(ranges.uniform(rng, config.rt60), 1.5 * shortest_rt60(size))
     m = config.wall_distance
     lo, hi = np.full(3, m), np.asarray(size) - m
