@@ -10,7 +10,8 @@
             model.loss(batch["audio"], batch["audio_lengths"], batch["targets"], batch["target_lengths"])
 
 Audio is decoded in `__getitem__` (nothing decoded is kept), so the dataset is cheap to build and to copy into
-DataLoader workers.
+DataLoader workers. A file that fails to load at that moment yields None (dropped by `collate_speech`), logged once
+per path and process on the "toolkit.data" logger. Transcripts are encoded as written (normalise them before).
 
 On-the-fly augmentation (`augment`: a `toolkit.augment.SpeechAugmentConfig`; voices, rooms, noise, channels, with
 babble drawn from the dataset's other utterances): item i of epoch e is transformed with the seed
@@ -18,8 +19,7 @@ babble drawn from the dataset's other utterances): item i of epoch e is transfor
 hears the same ones. The epoch reaches DataLoader workers with the indices: the loader's `BucketBatchSampler`
 (`tag_epoch`) yields `(epoch, i)` keys, set in the main process by `set_epoch`, so persistent workers never hold a
 stale epoch. `ds[i]` with a plain index uses `ds.epoch` (`ds.set_epoch`). Augmented audio may be longer or shorter
-than the record's duration (speaking rate), which batches are cut by. A file that fails to load at that moment yields None (dropped by `collate_speech`), logged once
-per path and process on the "toolkit.data" logger. Transcripts are encoded as written (normalise them before).
+than the record's duration (speaking rate), which batches are cut by.
 
 `BucketBatchSampler` policy (documented choices):
   * batches: utterances sorted by duration (ties by index) fill a batch while `len(batch) * longest <=
