@@ -18,7 +18,7 @@ from toolkit.augment.channel import (ChannelChoice, EqBand, TELEPHONE_CODECS, ap
                                      sample_channel, telephone)
 from toolkit.augment.codec import available_codecs, codec_round_trip
 from toolkit.augment.noise import NOISE_KINDS, NoiseChoice, add_noise, sample_noise
-from toolkit.augment.room import Room, reverberate, room_impulse_response, sample_room
+from toolkit.augment.room import reverberate, room_impulse_response, sample_room
 from toolkit.augment.voice import VoiceChange, change_voice
 from toolkit.augment.world import pyworld
 from toolkit.config import from_dict

@@ -23,7 +23,6 @@ FFmpeg PyAV was built with (`available_codecs()`; PyPI's av wheels have all but 
 from __future__ import annotations
 
 import io
-import math
 from functools import lru_cache
 
 import numpy as np
