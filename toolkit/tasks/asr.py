@@ -200,7 +200,7 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
                             augment_seed=exp.train.seed)
     if init is not None:
         copy_weights(model, init.model, exp.init_from)
-    else:
+    elif getattr(model.encoder.frontend, "normalization", "global") == "global":  # per-utterance needs no statistics
         fit_feature_normalization(model, dataset, d.cmvn_utterances)
     loader = make_speech_loader(dataset, [r.duration or 0.0 for r in train_records], d.max_batch_seconds,
                                 train=True, num_workers=d.num_workers, seed=exp.train.seed,
