@@ -175,6 +175,27 @@ def test_global_normalisation_statistics():
         frontend.set_normalization(mean, torch.zeros_like(std))
 
 
+def test_per_utterance_normalisation():
+    """Each item: zero mean and unit std per bin over its own valid frames, whatever the padding beside it; and
+    invariant to the recording's gain (a constant in the log-mel domain), which global statistics are not."""
+    x, n = audio_batch([1.2, 0.5, 0.8], seed=3)
+    frontend = LogMelFrontend(n_mels=40, normalization="utterance")
+    feats, frames = frontend(x, n)
+    for b in range(3):
+        valid = feats[b, : frames[b]].double()
+        assert valid.mean(0).abs().max() < 1e-4
+        assert (valid.std(0, unbiased=False) - 1).abs().max() < 1e-3
+        assert (feats[b, frames[b]:] == 0).all()
+        alone, _ = frontend(x[b : b + 1, : n[b]], n[b : b + 1])
+        torch.testing.assert_close(alone[0], feats[b, : frames[b]], atol=1e-5, rtol=1e-5)
+    louder, _ = frontend(x * 8.0, n)
+    torch.testing.assert_close(louder, feats, atol=2e-3, rtol=1e-3)
+    global_frontend = LogMelFrontend(n_mels=40)
+    assert (global_frontend(x * 8.0, n)[0] - global_frontend(x, n)[0]).abs().max() > 1.0
+    with pytest.raises(ValueError, match="normalization"):
+        LogMelFrontend(normalization="per_speaker")
+
+
 def test_config_validation():
     from toolkit.model.registry import create_encoder
 

@@ -241,6 +241,20 @@ def cmd_synth_longform(args: argparse.Namespace) -> None:
         print(f"video: {make_demo_video(wav, wav.with_suffix('.mp4'))}")
 
 
+def cmd_augment(args: argparse.Namespace) -> None:
+    from toolkit.augment import SpeechAugmentConfig
+    from toolkit.augment.offline import augment_corpus
+    from toolkit.config import load_config
+    from toolkit.data.speech import read_speech
+
+    config = load_config(SpeechAugmentConfig, args.config, args.overrides)
+    records = read_speech(args.manifest)
+    name = Path(args.manifest).stem if Path(args.manifest).suffix == ".jsonl" else "train"
+    manifest = augment_corpus(records, args.out, config, seed=args.seed, copies=args.copies, name=name,
+                              keep_clean=args.keep_clean, workers=args.workers or os.cpu_count() or 1)
+    print(f"{name}: {manifest}")
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     from toolkit.data import convert_captions
 
@@ -535,6 +549,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(espeak-ng / flite / MBROLA voices, JSONL manifests) or longform (one long "
                                      "recording with a known timeline, from a speech manifest)")
     _add_synth_parsers(p.add_subparsers(dest="kind", required=True, metavar="KIND"))
+
+    p = sub.add_parser("augment", help="an augmented copy of a speech corpus: voices (WORLD), rooms, noise, babble, "
+                                       "telephone / codec channels (toolkit.augment), with a JSONL manifest")
+    p.add_argument("manifest", help="the utterances (JSONL manifest, Kaldi dir or LibriSpeech folder)")
+    p.add_argument("--out", required=True, help="folder for <name>.jsonl and wav/")
+    p.add_argument("--config", help="a SpeechAugmentConfig in YAML (voice, room, noise, channel; default: defaults)")
+    p.add_argument("--copies", type=int, default=1, help="augmented copies of every utterance (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="copy c of utterance i is drawn from (seed, c, i) (default: 0)")
+    p.add_argument("--keep-clean", action="store_true", help="also list the source utterances in the manifest")
+    p.add_argument("--workers", type=int, help="processes (default: CPU count)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. voice.prob=0.8 "
+                                                                    "noise.snr_db=[0,20]")
+    p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("convert", help="convert a caption corpus between COCO, Karpathy and JSONL")
     p.add_argument("src")

@@ -112,7 +112,8 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as e:  # __post_init__ checked a part of itself (e.g. "encoder: ..."): say whose
-        raise ConfigError(str(e) if str(e).startswith(where) else f"{where}.{e}") from None
+        message = str(e).removeprefix(f"{cls.__name__}.")  # "VoiceConfig.prob: ..." is the key `where`.prob here
+        raise ConfigError(message if message.startswith(where) else f"{where}.{message}") from None
     except (ValueError, TypeError) as e:  # __post_init__ validation
         raise ConfigError(f"{where}: {e}") from None
 

@@ -13,6 +13,14 @@ Audio is decoded in `__getitem__` (nothing decoded is kept), so the dataset is c
 DataLoader workers. A file that fails to load at that moment yields None (dropped by `collate_speech`), logged once
 per path and process on the "toolkit.data" logger. Transcripts are encoded as written (normalise them before).
 
+On-the-fly augmentation (`augment`: a `toolkit.augment.SpeechAugmentConfig`; voices, rooms, noise, channels, with
+babble drawn from the dataset's other utterances): item i of epoch e is transformed with the seed
+`(augment_seed, e, i)`, so every epoch hears a new variant of every utterance and a re-run (or a resumed run)
+hears the same ones. The epoch reaches DataLoader workers with the indices: the loader's `BucketBatchSampler`
+(`tag_epoch`) yields `(epoch, i)` keys, set in the main process by `set_epoch`, so persistent workers never hold a
+stale epoch. `ds[i]` with a plain index uses `ds.epoch` (`ds.set_epoch`). Augmented audio may be longer or shorter
+than the record's duration (speaking rate), which batches are cut by.
+
 `BucketBatchSampler` policy (documented choices):
   * batches: utterances sorted by duration (ties by index) fill a batch while `len(batch) * longest <=
     max_batch_seconds` (the padded cost) and `len(batch) <= max_batch_size`; consecutive sorted utterances make
@@ -32,7 +40,7 @@ import logging
 import math
 import numbers
 import os
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +52,9 @@ from toolkit.data.speech import SpeechRecord
 from toolkit.errors import ToolkitError
 from toolkit.text.tokenizer import Tokenizer
 
+if TYPE_CHECKING:
+    from toolkit.augment import SpeechAugmentConfig
+
 log = logging.getLogger("toolkit.data")
 
 
@@ -52,7 +63,9 @@ class SpeechDataset(Dataset):
 
     `ds[i]` is `{"audio": (N,) float32 at `sample_rate`, "tokens": (U,) int64 (with a tokenizer), "index": i}`, or
     None when the audio cannot be loaded; `self.load_errors` maps path -> reason (in this process only).
-    `transform` (training-time augmentation) maps the `(N,)` float tensor to a `(N',)` float tensor.
+    `transform` (training-time augmentation) maps the `(N,)` float tensor to a `(N',)` float tensor; it runs after
+    `augment` (module docstring), whose variant of item i in epoch e is drawn from `(augment_seed, e, i)`; `ds[(e,
+    i)]` asks for epoch e explicitly.
     """
 
     def __init__(
@@ -61,12 +74,21 @@ class SpeechDataset(Dataset):
         tokenizer: Tokenizer | None = None,
         sample_rate: int = SAMPLE_RATE,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        augment: SpeechAugmentConfig | None = None,
+        augment_seed: int = 0,
     ) -> None:
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
             raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
         self.records = list(records)
         self.sample_rate = sample_rate
         self.transform = transform
+        self.epoch, self.augment_seed = 0, int(augment_seed)
+        self.augmenter = None
+        if augment is not None:
+            from toolkit.augment import FileBabble, SpeechAugmenter
+
+            babble = FileBabble([(r.audio, r.offset, r.end) for r in self.records], sample_rate)
+            self.augmenter = SpeechAugmenter(augment, sample_rate, babble)
         self.load_errors: dict[str, str] = {}
         self.has_tokens = tokenizer is not None
         # Token ids as flat arrays (no per-item Python lists for workers to copy page by page).
@@ -86,7 +108,12 @@ class SpeechDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict[str, Any] | None:
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation `ds[i]` (a plain index) gives."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
+        epoch, i = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (self.epoch, key)
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
         i = i % len(self)
@@ -98,6 +125,8 @@ class SpeechDataset(Dataset):
                 self.load_errors[record.audio] = e.reason
                 log.warning("%s (pid %d; item skipped)", e, os.getpid())
             return None
+        if self.augmenter is not None:
+            wave, _ = self.augmenter(wave, seed=(self.augment_seed, epoch, i), index=i)
         audio = torch.from_numpy(wave)
         if self.transform is not None:
             audio = self.transform(audio)
@@ -147,7 +176,9 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     `durations[i]` is item i's length in seconds. Each epoch (`set_epoch`) yields this rank's batches, in an order
     drawn from `seed + epoch` when `shuffle` (the same on every rank and every run), else from shortest to longest.
-    `len()` is the exact number of batches this rank yields, the same every epoch.
+    `len()` is the exact number of batches this rank yields, the same every epoch. `tag_epoch`: a batch is a list of
+    `(epoch, index)` keys instead of indices (for a dataset whose items depend on the epoch: on-the-fly
+    augmentation), so that DataLoader workers are told the epoch by the main process.
     """
 
     def __init__(
@@ -159,6 +190,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        tag_epoch: bool = False,
     ) -> None:
         if not (isinstance(max_batch_seconds, (int, float)) and math.isfinite(max_batch_seconds)
                 and max_batch_seconds > 0):
@@ -174,7 +206,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.max_batch_seconds = float(max_batch_seconds)
         self.max_batch_size = max_batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-        self.num_replicas, self.rank = num_replicas, rank
+        self.num_replicas, self.rank, self.tag_epoch = num_replicas, rank, tag_epoch
         order = np.lexsort((np.arange(len(self.durations)), self.durations))
         batches: list[list[int]] = []
         current: list[int] = []
@@ -197,12 +229,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         """Use the batch order of `epoch` (call before each epoch, with the same value on every rank)."""
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int]] | Iterator[list[tuple[int, int]]]:
         order = np.arange(len(self.batches))
         if self.shuffle:
             order = np.random.default_rng(self.seed + self.epoch).permutation(len(self.batches))
         for j in order[self.rank:: self.num_replicas].tolist():
-            yield list(self.batches[j])
+            yield [(self.epoch, i) for i in self.batches[j]] if self.tag_epoch else list(self.batches[j])
 
     def __len__(self) -> int:
         return len(self.batches) // self.num_replicas
@@ -220,12 +252,14 @@ def make_speech_loader(
     max_batch_size: int | None = None,
 ) -> DataLoader:
     """A DataLoader over `dataset` with a `BucketBatchSampler` (shuffled batch order when `train`; call
-    `loader.batch_sampler.set_epoch(epoch)` each epoch) and `collate_speech`; persistent workers when
-    `num_workers > 0`. `durations` None takes `dataset.durations`."""
+    `loader.batch_sampler.set_epoch(epoch)` each epoch: with on-the-fly augmentation it also picks the epoch's
+    variants) and `collate_speech`; persistent workers when `num_workers > 0`. `durations` None takes
+    `dataset.durations`."""
     durations = dataset.durations if durations is None else durations
     if len(durations) != len(dataset):
         raise ValueError(f"{len(durations)} durations for a dataset of {len(dataset)} items")
     sampler = BucketBatchSampler(durations, max_batch_seconds, max_batch_size, shuffle=train, seed=seed,
-                                 num_replicas=num_replicas, rank=rank)
+                                 num_replicas=num_replicas, rank=rank,
+                                 tag_epoch=getattr(dataset, "augmenter", None) is not None)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_speech,
                       persistent_workers=num_workers > 0)

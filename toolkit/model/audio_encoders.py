@@ -1,7 +1,8 @@
 """Speech encoders: waveform -> `EncoderOutput` (memory `(B, T', D)`, lengths `(B,)`).
 
     ConformerEncoder ("conformer"):
-        waveform (B, N) -> LogMelFrontend (B, T, n_mels) -> SpecAugment (training only)
+        waveform (B, N) -> LogMelFrontend (B, T, n_mels), normalised globally or per utterance (`feature_norm`)
+        -> SpecAugment (training only)
         -> Conv2dSubsampling (B, T', D), T' = ((T - 1) // 2 - 1) // 2, one frame per 4 hops (40 ms at 16 kHz)
         -> sinusoidal positions -> Conformer -> memory, padded frames set to 0
 
@@ -19,7 +20,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from toolkit.model.audio_frontend import LogMelFrontend, SpecAugment
+from toolkit.model.audio_frontend import NORMALIZATIONS, LogMelFrontend, SpecAugment
 from toolkit.model.base import Encoder, EncoderOutput
 from toolkit.model.conformer import Conformer
 from toolkit.model.registry import register_encoder
@@ -108,6 +109,9 @@ class ConformerEncoder(Encoder):
         n_fft: int = 400
         hop_length: int = 160
         n_mels: int = 80
+        # "global": CMVN statistics fitted on training data (saved with the model); "utterance": each utterance
+        # normalised by its own mean and std (level and channel invariant; `LogMelFrontend`)
+        feature_norm: Literal["global", "utterance"] = "global"
         freq_masks: int = 2
         freq_mask_width: int = 27
         time_masks: int = 5
@@ -136,6 +140,8 @@ class ConformerEncoder(Encoder):
                 raise ValueError(f"time_mask_ratio must be in [0, 1], got {self.time_mask_ratio}")
             if self.subsampling_channels is not None and self.subsampling_channels < 1:
                 raise ValueError(f"subsampling_channels must be positive, got {self.subsampling_channels}")
+            if self.feature_norm not in NORMALIZATIONS:
+                raise ValueError(f"feature_norm must be one of {', '.join(NORMALIZATIONS)}, got {self.feature_norm!r}")
             if self.conv_norm not in ("layer_norm", "batch_norm"):
                 raise ValueError(f"conv_norm must be 'layer_norm' or 'batch_norm', got {self.conv_norm!r}")
 
@@ -146,7 +152,8 @@ class ConformerEncoder(Encoder):
         config = config if config is not None else self.Config()
         self.config = config
         self.d_model = config.d_model
-        self.frontend = LogMelFrontend(config.sample_rate, config.n_fft, config.hop_length, config.n_mels)
+        self.frontend = LogMelFrontend(config.sample_rate, config.n_fft, config.hop_length, config.n_mels,
+                                       normalization=config.feature_norm)
         self.spec_augment = SpecAugment(config.freq_masks, config.freq_mask_width, config.time_masks,
                                         config.time_mask_ratio)
         self.subsampling = Conv2dSubsampling(config.n_mels, config.d_model, config.subsampling_channels)

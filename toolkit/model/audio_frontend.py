@@ -1,6 +1,7 @@
 """Speech front end: waveform -> normalised log-mel features, and SpecAugment on those features.
 
-    LogMelFrontend: waveform (B, N) + lengths in samples (B,) -> log-mel (B, T, n_mels) + frame lengths (B,)
+    LogMelFrontend: waveform (B, N) + lengths in samples (B,) -> log-mel (B, T, n_mels) + frame lengths (B,),
+                    normalised with global statistics (CMVN fitted on training data) or per utterance
     SpecAugment:    features (B, T, F) + lengths (B,)          -> features (B, T, F), masked in training only
     FeatureStats:   running global mean / std over the valid frames of many batches
 
@@ -16,12 +17,18 @@ from torchaudio.transforms import MelSpectrogram
 
 from toolkit.model.base import lengths_to_padding_mask
 
+NORMALIZATIONS = ("global", "utterance")
+
 
 class LogMelFrontend(nn.Module):
-    """Log-mel filterbank features with global mean / variance normalisation, always computed in fp32.
+    """Log-mel filterbank features, mean / variance normalised, always computed in fp32.
 
-    `mean` and `std` are `(n_mels,)` buffers (identity until `set_normalization`), so they are saved in the
-    model's state dict. They, and the STFT window / mel filterbank, stay fp32 even after `model.half()`.
+    normalization "global": `(log_mel - mean) / std` with `(n_mels,)` buffers `mean` and `std` (identity until
+    `set_normalization`; saved in the model's state dict). "utterance": each item's own mean and std per bin over
+    its valid frames (std floored at `min_utterance_std`), so a recording's level and fixed channel colouring (a
+    gain, a microphone's or a telephone line's frequency response: constants in the log-mel domain) are removed
+    whatever the training data were. The buffers, the STFT window and the mel filterbank stay fp32 even after
+    `model.half()`.
     """
 
     def __init__(
@@ -31,8 +38,14 @@ class LogMelFrontend(nn.Module):
         hop_length: int = 160,
         n_mels: int = 80,
         eps: float = 1e-6,
+        normalization: str = "global",
+        min_utterance_std: float = 1e-2,
     ):
         super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"feature normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+        self.normalization = normalization
+        self.min_utterance_std = min_utterance_std
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
@@ -77,11 +90,22 @@ class LogMelFrontend(nn.Module):
                 x = nn.functional.pad(x, (0, self.n_fft - x.size(1)))
             feats = self.mel(x).transpose(1, 2)  # (B, T, n_mels)
             feats = torch.log(feats + self.eps)
-            if normalize:
-                feats = (feats - self.mean) / self.std
             mask = lengths_to_padding_mask(frame_lengths, feats.size(1))
+            if normalize and self.normalization == "global":
+                feats = (feats - self.mean) / self.std
+            elif normalize:
+                feats = self._per_utterance(feats, mask, frame_lengths)
             feats = feats.masked_fill(mask[:, :, None], 0.0)
         return feats, frame_lengths
+
+    def _per_utterance(self, feats: Tensor, mask: Tensor, frame_lengths: Tensor) -> Tensor:
+        """`(B, T, F)` -> each item minus its mean, over its std, per bin, both over its valid frames."""
+        count = frame_lengths.clamp(min=1).to(feats.dtype)[:, None, None]  # (B, 1, 1)
+        valid = (~mask)[:, :, None]
+        mean = feats.masked_fill(~valid, 0.0).sum(1, keepdim=True) / count  # (B, 1, F)
+        centred = (feats - mean).masked_fill(~valid, 0.0)
+        std = (centred.square().sum(1, keepdim=True) / count).sqrt().clamp(min=self.min_utterance_std)
+        return centred / std
 
     def _apply(self, fn, recurse: bool = True):
         # Keep every floating buffer fp32 whatever the model's dtype: the features are always computed in fp32.

@@ -14,6 +14,9 @@
 `sample_augmentation` draws which of these apply to one utterance (each with its configured probability) and their
 parameters from a `random.Random`; `apply_augmentation` applies them (voice, speed, reverb, noise, telephone in
 that order) with a numpy generator seeded per utterance, so the same seed gives the same samples.
+
+Richer transforms (WORLD voice changes, simulated rooms, babble of other utterances, phone and codec channels), for
+any corpus, offline (`toolkit augment`) or on the fly in the speech loader (`data.augment`), are in `toolkit.augment`.
 """
 
 from __future__ import annotations

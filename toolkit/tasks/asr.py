@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 import torch
 from tqdm import tqdm
 
+from toolkit.augment import SpeechAugmentConfig
 from toolkit.bundle import load_model, save_model
 from toolkit.data.speech import SpeechRecord, check_speech_records, describe_skipped, read_speech
 from toolkit.data.speech_dataset import SpeechDataset, make_speech_loader
@@ -44,6 +45,12 @@ class SpeechDataConfig:
 
     Transcripts are normalised once, for training and scoring alike (`toolkit.text.normalize_text`: lowercase,
     punctuation removed except in-word apostrophes).
+
+    `augment` (off by default): on-the-fly augmentation of the training audio (`toolkit.augment`: voices, rooms,
+    noise with babble of the other training utterances, channels), a new variant of every utterance each epoch,
+    drawn from `(train.seed, epoch, item)`; e.g. `augment: {voice: {prob: 0.3}, channel: {telephone_prob: 0.2}}`
+    (unset keys take their defaults). Validation audio is never augmented; the feature statistics are taken on the
+    epoch-0 variants. Its cost per second of audio: tests/benchmarks/augment_cost.py (give `num_workers` to match).
     """
 
     train: str
@@ -55,6 +62,7 @@ class SpeechDataConfig:
     num_workers: int = 1
     valid_max_utterances: int | None = 300
     cmvn_utterances: int = 500  # utterances used for the global feature mean / variance
+    augment: SpeechAugmentConfig | None = None
 
 
 @dataclass
@@ -188,10 +196,11 @@ def _train_asr(exp: AsrExperiment, out_dir: Path, resume: bool, world: World) ->
     valid_records = _usable(_read(d.valid, d.valid_subsets), d.valid, "validation", max_duration=d.max_duration,
                             charset=charset)[: d.valid_max_utterances]
 
-    dataset = SpeechDataset(train_records, tokenizer, sample_rate=model.encoder.sample_rate)
+    dataset = SpeechDataset(train_records, tokenizer, sample_rate=model.encoder.sample_rate, augment=d.augment,
+                            augment_seed=exp.train.seed)
     if init is not None:
         copy_weights(model, init.model, exp.init_from)
-    else:
+    elif getattr(model.encoder.frontend, "normalization", "global") == "global":  # per-utterance needs no statistics
         fit_feature_normalization(model, dataset, d.cmvn_utterances)
     loader = make_speech_loader(dataset, [r.duration or 0.0 for r in train_records], d.max_batch_seconds,
                                 train=True, num_workers=d.num_workers, seed=exp.train.seed,
