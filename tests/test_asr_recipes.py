@@ -33,7 +33,7 @@ def toolkit(*args, ok=True):
 def test_synth_speech_recipe_cli_end_to_end(tmp_path):
     data = tmp_path / "speech"
     toolkit("synth", "speech", "--out", data, "--train", 12, "--valid", 3, "--test-seen", 3, "--test-heldout", 3,
-            "--workers", 2)
+            "--test-unseen", 3, "--workers", 2)
     exp = tmp_path / "exp"
     conf = ROOT / "recipes/synth_speech/conf/quick.yaml"
     r = toolkit("train", conf, "-o", exp, f"data.train={data}/train.jsonl", f"data.valid={data}/valid.jsonl",

@@ -401,12 +401,12 @@ def test_lm_text_holds_no_evaluation_sentence():
     from toolkit.synth.text_corpus import load_sentences
     from toolkit.metrics.asr import normalize_transcript_for_scoring as norm
 
-    config = SpeechSynthConfig(train=40, valid=30, test_seen=30, test_heldout=30, seed=5)
+    config = SpeechSynthConfig(train=40, valid=30, test_seen=30, test_heldout=30, test_unseen=30, seed=5)
     plan = plan_corpus(config)
     text = lm_sentences(config, plan)
     held_out = {norm(u.text) for split in EVAL_SPLITS for u in plan[split]}
-    assert len(held_out) == 90 and not held_out & {norm(t) for t in text}
+    assert len(held_out) == 120 and not held_out & {norm(t) for t in text}
     lines = "".join(f" {norm(t)} \n" for t in text)
     assert not any(f" {h} " in lines for h in held_out)  # nor inside a longer line
     assert {u.text for u in plan["train"]} <= set(text)  # training sentences may stay
-    assert len(load_sentences()) - 90 - 20 < len(text) <= len(load_sentences()) - 90
+    assert len(load_sentences()) - 120 - 20 < len(text) <= len(load_sentences()) - 120

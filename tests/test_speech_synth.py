@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 
 from toolkit.synth import augment, text_corpus, voices
-from toolkit.synth.speech import (LM_TEXT, SPLITS, SpeechSynthConfig, lm_sentences, make_speech_corpus,
-                                       plan_corpus, split_voices)
+from toolkit.synth.speech import (ENGINE_SHARES, EVAL_SPLITS, LM_TEXT, SPLITS, SpeechSynthConfig, lm_sentences,
+                                  make_speech_corpus, plan_corpus, split_voices)
 from toolkit.synth.text_normalize import (is_clean_transcript, normalize_transcript, number_to_words,
                                                ordinal_words, spoken_form)
 from toolkit.synth.voices import Speaker, Voice
@@ -22,7 +22,7 @@ from toolkit.errors import ConfigError, ToolkitError
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 HAVE_FLITE = shutil.which("flite") is not None
-HAVE_MBROLA = HAVE_ESPEAK and shutil.which("mbrola") is not None and voices._mbrola_installed("us1")
+HAVE_MBROLA = HAVE_ESPEAK and voices.available(Voice.single("mbrola", "us1")) is None
 HAVE_TEXT = text_corpus.FORTUNE_DIR.is_dir() and (text_corpus.WORDNET_DIR / "data.noun").is_file()
 needs_flite = pytest.mark.skipif(not HAVE_FLITE, reason="flite not installed (apt-get install flite)")
 needs_mbrola = pytest.mark.skipif(not HAVE_MBROLA, reason="MBROLA's us1 voice not installed (Debian contrib and "
@@ -34,11 +34,8 @@ CLEAN = re.compile(r"[a-z' ]+")
 
 
 def tiny_config(**kw) -> SpeechSynthConfig:
-    base = dict(train=6, valid=2, test_seen=2, test_heldout=2, seed=3)
-    if not HAVE_FLITE:
-        base.update(flite_voices=(), held_out_accents=("en-gb-x-gbclan", "en-us-nyc"))
-    base.update(kw)
-    return SpeechSynthConfig(**base)
+    """A few utterances per split; a voice this machine cannot make is skipped by `make_speech_corpus`."""
+    return SpeechSynthConfig(**{**dict(train=6, valid=2, test_seen=2, test_heldout=2, test_unseen=2, seed=3), **kw})
 
 
 # ------------------------------------------------------------------------------------------- normalisation
@@ -198,7 +195,9 @@ def test_augmentation_is_seeded():
 
 
 def test_voice_ids_round_trip():
-    for v in (Voice("espeak", "en-gb-scotland", "f2"), Voice("flite", "flite-slt"), Voice("mbrola", "mbrola-us2")):
+    for v in (Voice("espeak", "en-gb-scotland", "f2"), Voice("flite", "flite-slt"), Voice("mbrola", "mbrola-us2"),
+              Voice("pico", "pico-en-GB"), Voice("piper", "piper-joe"),
+              Voice("festival", "festival-cmu_us_slt_arctic_hts")):
         assert Voice.parse(v.id) == v
     assert Voice.single("mbrola", "en1").id == "mbrola:en1" and Voice.parse("flite:awb").name == "awb"
     assert Speaker(Voice.single("mbrola", "us1"), 0.85, 15).command("hi")[:7] == ["espeak-ng", "-v", "mb-us1", "-s",
@@ -206,13 +205,15 @@ def test_voice_ids_round_trip():
     assert Speaker(Voice("espeak", "en-us", "m3"), 1.15, -15).id == "espeak:en-us+m3:r1.15:p-15"
     with pytest.raises(ToolkitError, match="voice 'en-us'"):
         Voice.parse("en-us")
+    with pytest.raises(ToolkitError, match="voice 'sam:joe'"):
+        Voice.parse("sam:joe")
 
 
 @needs_text
 def test_held_out_voices_never_reach_training():
-    cfg = replace(tiny_config(), train=400, valid=20, test_seen=40, test_heldout=60)
+    cfg = replace(tiny_config(), train=400, valid=20, test_seen=40, test_heldout=60, test_unseen=30)
     plan = plan_corpus(cfg)
-    train_voices, heldout_voices = split_voices(cfg)
+    train_voices, heldout_voices, _ = split_voices(cfg)
     seen = {u.speaker.voice for s in ("train", "valid", "test_seen") for u in plan[s]}
     held = {u.speaker.voice for u in plan["test_heldout"]}
     assert seen <= set(train_voices) and held <= set(heldout_voices) and len(held) > 1
@@ -225,8 +226,35 @@ def test_held_out_voices_never_reach_training():
         for b in SPLITS:
             if a != b and "train" != a:
                 assert not texts[a] & texts[b], (a, b)
-    assert all(not u.augment for s in ("valid", "test_seen", "test_heldout") for u in plan[s])
+    assert all(not u.augment for s in EVAL_SPLITS for u in plan[s])
     assert any(u.augment for u in plan["train"])
+
+
+@needs_text
+def test_unseen_voices_are_test_unseen_only():
+    """test_unseen is spoken by the unseen voices alone, each about as often, and no other split has any of them;
+    the voices without pitch control are planned at pitch 0."""
+    from collections import Counter
+
+    cfg = replace(tiny_config(), train=2000, valid=50, test_seen=50, test_heldout=50, test_unseen=300)
+    plan = plan_corpus(cfg)
+    unseen = set(cfg.unseen_voices)
+    assert unseen == {"pico:en-GB", "mbrola:us3", "festival:cmu_us_slt_arctic_hts"}
+    counts = Counter(u.speaker.voice.id for u in plan["test_unseen"])
+    assert set(counts) == unseen and min(counts.values()) > 70
+    others = {u.speaker.voice.id for s in SPLITS if s != "test_unseen" for u in plan[s]}
+    assert not others & unseen
+    assert {"pico:en-US", "mbrola:us1", "festival:kal_diphone", "piper:joe"} <= others  # their engines stay
+    assert {u.speaker.voice for u in plan["test_unseen"]} == set(split_voices(cfg)[2])
+    assert all(u.speaker.pitch == 0 for s in SPLITS for u in plan[s] if not u.speaker.voice.has_pitch)
+    assert {u.speaker.pitch for u in plan["test_unseen"] if u.speaker.voice.id == "pico:en-GB"} == set(cfg.pitches)
+    texts = {u.text for u in plan["test_unseen"]}
+    assert len(texts) == 300 and not texts & {u.text for s in SPLITS if s != "test_unseen" for u in plan[s]}
+    assert not set(lm_sentences(cfg, plan)) & texts
+    # the other splits' sentences do not depend on test_unseen's size (it takes its own slice)
+    small = plan_corpus(replace(cfg, test_unseen=10))
+    for split in ("valid", "test_seen", "test_heldout"):
+        assert [u.text for u in small[split]] == [u.text for u in plan[split]]
 
 
 @needs_text
@@ -263,29 +291,34 @@ def test_voice_shift_changes_train_only():
     shifted = plan_corpus(replace(tiny_config(), augment=augment.AugmentConfig(voice_prob=1.0)))
     assert all("voice" in u.augment for u in shifted["train"])
     assert [u.text for u in shifted["train"]] == [u.text for u in base["train"]]
-    for split in ("valid", "test_seen", "test_heldout"):
+    for split in EVAL_SPLITS:
         assert shifted[split] == base[split]
 
 
 @needs_text
-def test_mbrola_voices_take_their_share_of_the_seen_splits_only():
-    """MBROLA voices join the training voices with `mbrola_share` of the utterances; the held-out split, which has
-    none, is the same utterances as without them, and a config without them draws nothing for them."""
+def test_engines_take_their_shares_of_the_seen_splits_only():
+    """Each engine speaks about its `engine_shares` of train, espeak-ng the rest; the held-out split, which has only
+    espeak-ng and flite voices, is the same utterances without the other engines; an engine without voices in the
+    config draws nothing, whatever its share."""
     from collections import Counter
 
-    base = replace(tiny_config(), train=3000)
-    with_mbrola = plan_corpus(replace(base, mbrola_voices=voices.MBROLA_VOICES, mbrola_share=0.3))
-    engines = Counter(u.speaker.voice.engine for u in with_mbrola["train"])
-    assert abs(engines["mbrola"] / 3000 - 0.3) < 0.04
-    assert abs(engines["flite"] / 3000 - (0.15 if HAVE_FLITE else 0)) < 0.03
-    assert {u.speaker.voice.id for u in with_mbrola["train"] if u.speaker.voice.engine == "mbrola"} == {
-        f"mbrola:{n}" for n in voices.MBROLA_VOICES}
-    assert with_mbrola["test_heldout"] == plan_corpus(base)["test_heldout"]
-    assert plan_corpus(replace(base, mbrola_share=0.5)) == plan_corpus(base)
-    held = plan_corpus(replace(base, mbrola_voices=("us1", "en1"), held_out_accents=base.held_out_accents
-                               + ("mbrola-en1",)))
+    base = replace(tiny_config(), train=4000)
+    plan = plan_corpus(base)
+    engines = Counter(u.speaker.voice.engine for u in plan["train"])
+    for engine, share in ENGINE_SHARES.items():
+        assert abs(engines[engine] / 4000 - share) < 0.02, engine
+    assert abs(engines["espeak"] / 4000 - (1 - sum(ENGINE_SHARES.values()))) < 0.03
+    assert {u.speaker.voice.id for u in plan["train"] if u.speaker.voice.engine == "mbrola"} == {
+        "mbrola:us1", "mbrola:us2", "mbrola:en1"}  # us3 is unseen
+    few = replace(base, mbrola_voices=(), pico_voices=(), piper_voices=(), festival_voices=(), unseen_voices=(),
+                  test_unseen=0)
+    assert plan_corpus(few)["test_heldout"] == plan["test_heldout"]
+    assert not {u.speaker.voice.engine for u in plan_corpus(few)["train"]} & {"mbrola", "pico", "piper", "festival"}
+    no_piper = replace(base, piper_voices=())
+    assert plan_corpus(replace(no_piper, engine_shares={**ENGINE_SHARES, "piper": 0.3})) == plan_corpus(no_piper)
+    held = plan_corpus(replace(base, test_heldout=100, held_out_accents=base.held_out_accents + ("mbrola-en1",)))
     assert "mbrola:en1" not in {u.speaker.voice.id for s in ("train", "valid", "test_seen") for u in held[s]}
-    assert {u.speaker.voice.id for u in held["train"]} >= {"mbrola:us1"}
+    assert "mbrola:en1" in {u.speaker.voice.id for u in held["test_heldout"]}
 
 
 def test_bad_augmentation_settings_are_config_errors():
@@ -300,12 +333,39 @@ def test_bad_augmentation_settings_are_config_errors():
 def test_bad_held_out_lists_are_config_errors():
     with pytest.raises(ConfigError, match="held_out_variants: 'm9'"):
         SpeechSynthConfig(held_out_variants=("m9",))
+    every = SpeechSynthConfig()
+    accents = tuple(Voice.parse(f"{e}:{n}").accent for e in voices.ONE_VOICE_ENGINES
+                    for n in getattr(every, f"{e}_voices") if f"{e}:{n}" not in every.unseen_voices)
     with pytest.raises(ConfigError, match="no voice is left for training"):
-        SpeechSynthConfig(held_out_accents=voices.ESPEAK_ACCENTS + tuple(f"flite-{v}" for v in voices.FLITE_VOICES))
+        SpeechSynthConfig(held_out_accents=voices.ESPEAK_ACCENTS + accents)
+    with pytest.raises(ConfigError, match="held_out_accents: 'mbrola-us9' is not in accents"):
+        SpeechSynthConfig(held_out_accents=("en-us-nyc", "mbrola-us9"))
     with pytest.raises(ConfigError, match="held_out_accents: 'mbrola-us1' is not in accents"):
-        SpeechSynthConfig(held_out_accents=("en-us-nyc", "mbrola-us1"))
-    with pytest.raises(ConfigError, match=r"flite_share \+ mbrola_share: must be <= 1, got 1.05"):
-        SpeechSynthConfig(mbrola_voices=("us1",), mbrola_share=0.9)
+        SpeechSynthConfig(held_out_accents=("en-us-nyc", "mbrola-us1"), mbrola_voices=("us2", "us3"))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"engine_shares": {"mbrola": 0.9, "flite": 0.15}}, r"engine_shares: must add up to <= 1, got 1.05$"),
+    ({"engine_shares": {"espeak": 0.5}}, r"engine_shares: expected \{engine: share\} .*got 'espeak'$"),
+    ({"engine_shares": {"piper": -0.1}}, r"engine_shares.piper: must be in \[0, 1\], got -0.1$"),
+    ({"engine_shares": {"piper": "a lot"}}, r"engine_shares.piper: must be in \[0, 1\], got 'a lot'$"),
+    ({"unseen_voices": ("pico:en-AU",)}, r"unseen_voices: 'pico:en-AU' is not the id of a voice of"),
+    ({"unseen_voices": ("flite:rms",)}, r"unseen_voices: 'flite:rms' is also held out"),
+    ({"unseen_voices": ()}, r"unseen_voices: no voice for test_unseen \(or set test_unseen to 0\)$"),
+    ({"festival_voices": ("kal_diphone", "don_diphone")}, r"festival_voices: 'don_diphone' is reserved"),
+    ({"mbrola_voices": ("us1", "de1-en")}, r"mbrola_voices: 'de1-en' is reserved"),
+])
+def test_bad_engine_settings_are_one_line_config_errors(settings, message):
+    with pytest.raises(ConfigError, match=r"^SpeechSynthConfig\." + message) as e:
+        SpeechSynthConfig(**settings)
+    assert "\n" not in str(e.value)
+
+
+def test_engine_shares_name_only_what_they_change():
+    """An engine that `engine_shares` does not name gets 0; the config keeps every engine's share."""
+    cfg = SpeechSynthConfig(engine_shares={"flite": 0.5})
+    assert cfg.engine_shares == {"flite": 0.5, "mbrola": 0.0, "pico": 0.0, "piper": 0.0, "festival": 0.0}
+    assert SpeechSynthConfig(unseen_voices=(), test_unseen=0).test_unseen == 0
 
 
 @pytest.mark.parametrize("engine, binary", [("espeak", "espeak-ng"), ("flite", "flite")])
@@ -328,8 +388,8 @@ def test_missing_mbrola_is_a_one_line_error(monkeypatch, tmp_path):
 @needs_mbrola
 def test_missing_mbrola_voice_is_a_one_line_error():
     with pytest.raises(ToolkitError) as e:
-        voices.check_voices([Voice.single("mbrola", "us1"), Voice.single("mbrola", "xx9-en")])
-    assert str(e.value) == ("voice mbrola:xx9-en: the MBROLA voice 'xx9-en' is not installed (Debian non-free: "
+        voices.check_voices([Voice.single("mbrola", "us1"), Voice.single("mbrola", "xx9")])
+    assert str(e.value) == ("voice mbrola:xx9: the MBROLA voice 'xx9' is not installed (Debian non-free: "
                             "`apt-get install mbrola-xx9`)")
 
 
@@ -384,13 +444,16 @@ def test_tiny_corpus_held_out_split(corpora):
     paths, _ = corpora
     train = _rows(paths["train"])
     held = _rows(paths["test_heldout"])
+    unseen = {r["voice"] for r in _rows(paths["test_unseen"])}
+    assert unseen and unseen <= set(tiny_config().unseen_voices)
+    assert not unseen & {r["voice"] for split in SPLITS if split != "test_unseen" for r in _rows(paths[split])}
     train_voices = [Voice.parse(r["voice"]) for r in train]
     for row in held:
         v = Voice.parse(row["voice"])
         assert v.accent not in {t.accent for t in train_voices}
         assert not v.variant or v.variant not in {t.variant for t in train_voices}
     train_texts = {r["text"] for r in train}
-    for split in ("valid", "test_seen", "test_heldout"):
+    for split in EVAL_SPLITS:
         assert not train_texts & {r["text"] for r in _rows(paths[split])}
 
 
@@ -398,8 +461,8 @@ def test_tiny_corpus_lm_text_leaves_out_the_evaluation_sentences(corpora):
     paths, _ = corpora
     lines = (paths["train"].parent / LM_TEXT).read_text(encoding="utf-8").splitlines()
     assert lines == lm_sentences(tiny_config()) and all(CLEAN.fullmatch(t) for t in lines)
-    evaluation = {r["text"] for split in ("valid", "test_seen", "test_heldout") for r in _rows(paths[split])}
-    assert len(evaluation) == 6 and not evaluation & set(lines)
+    evaluation = {r["text"] for split in EVAL_SPLITS for r in _rows(paths[split])}
+    assert len(evaluation) == 8 and not evaluation & set(lines)
     assert {r["text"] for r in _rows(paths["train"])} <= set(lines)  # the training sentences stay
 
 
@@ -448,7 +511,7 @@ def test_synth_command_shifts_voices_when_asked(tmp_path):
     import sys
 
     r = subprocess.run([sys.executable, "-m", "toolkit", "synth", "speech", "--out", str(tmp_path), "--train", "3",
-                        "--valid", "1", "--test-seen", "1", "--test-heldout", "1", "--workers", "1",
+                        "--valid", "1", "--test-seen", "1", "--test-heldout", "1", "--test-unseen", "1", "--workers", "1",
                         "--voice-shift", "1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert all("voice" in row["augment"] for row in _rows(tmp_path / "train.jsonl"))
@@ -465,7 +528,7 @@ def test_synth_command_sets_the_share_of_each_augmentation(tmp_path):
     import sys
 
     base = [sys.executable, "-m", "toolkit", "synth", "speech", "--out", str(tmp_path), "--train", "4", "--valid", "1",
-            "--test-seen", "1", "--test-heldout", "1", "--workers", "1"]
+            "--test-seen", "1", "--test-heldout", "1", "--test-unseen", "1", "--workers", "1"]
     r = subprocess.run(base + ["--augment", "noise=0", "reverb=0", "telephone=0", "speed=1", "--voice-shift", "1"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -485,11 +548,13 @@ def test_synth_command_adds_mbrola_voices(tmp_path):
     import sys
 
     r = subprocess.run([sys.executable, "-m", "toolkit", "synth", "speech", "--out", str(tmp_path), "--train", "12",
-                        "--valid", "1", "--test-seen", "1", "--test-heldout", "1", "--workers", "2",
-                        "--mbrola", "us1", "en1"], capture_output=True, text=True)
+                        "--valid", "1", "--test-seen", "1", "--test-heldout", "1", "--test-unseen", "1",
+                        "--workers", "2", "--mbrola", "us1", "en1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     record = json.loads((tmp_path / "speech_corpus.json").read_text(encoding="utf-8"))
     assert record["config"]["mbrola_voices"] == ["us1", "en1"]
+    assert "mbrola:us3" not in record["config"]["unseen_voices"] and record["config"]["unseen_voices"]
+    assert "utterances by engine: espeak " in r.stdout
     rows = [row for row in _rows(tmp_path / "train.jsonl") if row["voice"].startswith("mbrola:")]
     assert rows and all(row["accent"] == "mbrola-" + row["voice"].split(":")[1] for row in rows)
     assert all(sf.info(str(tmp_path / row["audio"])).duration > 0.5 for row in rows)

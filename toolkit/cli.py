@@ -210,18 +210,22 @@ def cmd_synth_shapes(args: argparse.Namespace) -> None:
 
 def cmd_synth_speech(args: argparse.Namespace) -> None:
     from toolkit.synth.augment import AugmentConfig
-    from toolkit.synth.speech import LM_TEXT, SpeechSynthConfig, make_speech_corpus
+    from toolkit.synth.speech import LM_TEXT, UNSEEN_VOICES, SpeechSynthConfig, make_speech_corpus
 
-    options = _given(args, "train", "valid", "test_seen", "test_heldout", "workers")
+    options = _given(args, "train", "valid", "test_seen", "test_heldout", "test_unseen", "workers")
     probs = dict(args.augment or [])
     if args.voice_shift is not None:
         probs["voice"] = args.voice_shift
     if probs:
         options["augment"] = AugmentConfig(**{f"{kind}_prob": p for kind, p in probs.items()})
-    if args.mbrola:
+    if args.mbrola:  # only these MBROLA voices: the unseen ones among them stay unseen
         options["mbrola_voices"] = tuple(args.mbrola)
+        options["unseen_voices"] = tuple(v for v in UNSEEN_VOICES if not v.startswith("mbrola:")
+                                         or v.removeprefix("mbrola:") in args.mbrola)
     paths = make_speech_corpus(args.out, SpeechSynthConfig(seed=args.seed, **options))
     _print_paths({**paths, "lm_text": Path(args.out) / LM_TEXT})  # text for an external language model
+    record = json.loads((Path(args.out) / "speech_corpus.json").read_text(encoding="utf-8"))
+    print("utterances by engine: " + ", ".join(f"{e} {n}" for e, n in record.get("engines", {}).items()))
 
 
 def cmd_synth_longform(args: argparse.Namespace) -> None:
@@ -410,7 +414,10 @@ def _add_synth_parsers(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, help="training utterances (9000)")
     p.add_argument("--valid", type=int, help="validation utterances (200)")
     p.add_argument("--test-seen", type=int, help="test utterances by training voices (300)")
-    p.add_argument("--test-heldout", type=int, help="test utterances by voices training never hears (300)")
+    p.add_argument("--test-heldout", type=int, help="test utterances by held-out accents and variants: voices "
+                                                     "training never hears (300)")
+    p.add_argument("--test-unseen", type=int, help="test utterances by whole voices of other engines training never "
+                                                    "hears: Pico en-GB, MBROLA us3, Festival's HTS voice (300)")
     p.add_argument("--workers", type=int, help="synthesis processes (default: CPU count)")
     p.add_argument("--voice-shift", type=_weight, metavar="P",
                    help="share of training utterances whose pitch and formants are shifted together "
@@ -420,8 +427,8 @@ def _add_synth_parsers(kinds: argparse._SubParsersAction) -> None:
                         f"{', '.join(AUGMENT_KINDS)} (defaults: noise=0.3 reverb=0.2 speed=0.3 telephone=0.1); "
                         "e.g. --augment noise=0 reverb=0 telephone=0 leaves only speed perturbation")
     p.add_argument("--mbrola", nargs="+", metavar="NAME",
-                   help="MBROLA voices to add, spoken by real speakers' diphones (e.g. us1 us2 us3 en1; "
-                        "Debian contrib / non-free: apt-get install mbrola mbrola-NAME); 20%% of the utterances")
+                   help="only these MBROLA voices (default: us1 us2 us3 en1, us3 unseen; Debian contrib / non-free: "
+                        "apt-get install mbrola mbrola-NAME)")
     p.set_defaults(func=cmd_synth_speech)
 
     p = kinds.add_parser("longform", parents=[common], help="one long recording with a known timeline "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Synthetic speech recognition: synthesise the corpus (espeak-ng / flite voices), train a Conformer
-# CTC/attention model, evaluate WER/CER on seen and held-out voices; then train a language model on the corpus's
-# text-only sentences (lm_text.txt) with the speech model's tokenizer and evaluate again with it fused in.
+# Synthetic speech recognition: synthesise the corpus (espeak-ng, flite, MBROLA, Pico, Piper and Festival voices), train
+# a Conformer CTC/attention model, evaluate WER/CER on seen, held-out and unseen voices; then train a language model on
+# the corpus's text-only sentences (lm_text.txt) with the speech model's tokenizer and evaluate again with it fused in.
 #   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp DIR] [--lm-config conf/lm.yaml]
 #               [--lm-weight W] [--data data/speech] [--synth-args "--train 500 ..."] [--lm-args "K=V ..."]
 #               [--lm-beside true|false] [--beam 4] [-- KEY=VALUE ...]
@@ -18,6 +18,10 @@ synth_args=""; lm_args=""; lm_beside=true
 . ../shared/parse_options.sh
 exp=${exp:-exp/$(basename "$config" .yaml)}
 
+eval_splits() {  # the test splits of $data: test_unseen only in corpora made since it exists
+  echo test_seen test_heldout; [ -f "$data/test_unseen.jsonl" ] && echo test_unseen; true
+}
+
 train_lm() {  # stage 3's work: the LM on lm_text.txt, with the speech model's tokenizer ($1: a bundle or tokenizer dir)
   if [ -f "$exp/lm/final/config.json" ]; then echo "  already trained, skipping"; return; fi
   [ -f "$data/lm_text.txt" ] || {
@@ -30,6 +34,7 @@ train_lm() {  # stage 3's work: the LM on lm_text.txt, with the speech model's t
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   echo "stage 0: synthetic speech corpus -> $data"
   command -v espeak-ng >/dev/null || { echo "run.sh: espeak-ng not found: install it with apt-get install espeak-ng flite fortunes wordnet-base" >&2; exit 2; }
+  # the other engines are optional: one a machine lacks is named (with how to install it) and its voices skipped
   toolkit synth speech --out "$data" --seed 0 $synth_args    # finished splits are reused
 fi
 
@@ -61,7 +66,7 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "stage 2: evaluate $exp/final (joint CTC/attention beam search, beam $beam)"
-  for split in test_seen test_heldout; do
+  for split in $(eval_splits); do
     echo "== $split"
     toolkit evaluate --model "$exp/final" --data "$data/$split.jsonl" --beam "$beam" --out "$exp/eval/$split.json"
   done
@@ -75,7 +80,7 @@ fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   echo "stage 4: evaluate $exp/final with the LM $exp/lm/final fused into the search"
   weight=(); [ -n "$lm_weight" ] && weight=(--lm-weight "$lm_weight")
-  for split in test_seen test_heldout; do
+  for split in $(eval_splits); do
     echo "== $split"
     toolkit evaluate --model "$exp/final" --data "$data/$split.jsonl" --beam "$beam" --lm "$exp/lm/final" "${weight[@]}" \
       --out "$exp/eval/lm_$split.json"

@@ -7,7 +7,8 @@
     python tests/benchmarks/asr_quality.py --model DIR --no-pocketsphinx --lm LM_DIR --lm-weight 0.7 \
         --length-bonus 1.5 --oov-penalty 0 3   # + the OOV penalty of the LM's lexicon (toolkit.lm.lexicon)
 
-For the seen-voice and held-out-voice test splits: WER and CER of our model (joint CTC/attention beam 4,
+For the seen-voice, held-out-voice and unseen-voice test splits (test_unseen when the corpus has it: corpora
+made before it existed do not): WER and CER of our model (joint CTC/attention beam 4,
 batched) and its real-time factor on this machine's CPU threads; then pocketsphinx (PyPI `pocketsphinx`, which
 ships its own US English model; install it for the benchmark only) on the same utterances: WER, CER and RTF.
 With --lm, our model is also run with the language model fused into its search for every pair of --lm-weight
@@ -63,7 +64,8 @@ def pocketsphinx(records) -> tuple[dict[str, str], float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="a trained speech model bundle")
-    ap.add_argument("--data", type=Path, default=DATA, help="the synthetic corpus (test_seen / test_heldout.jsonl)")
+    ap.add_argument("--data", type=Path, default=DATA,
+                    help="the synthetic corpus (test_seen / test_heldout / test_unseen.jsonl)")
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--ctc-weight", type=float, default=0.3)
     ap.add_argument("--max-utterances", type=int)
@@ -85,7 +87,9 @@ def main() -> None:
     warm = read_jsonl_manifest(args.data / "valid.jsonl")[:4]
     ours(transcriber, warm, args.beam, args.ctc_weight, vad=vad)  # first-call costs are not part of the RTF
     rows, figures = [], {}
-    for split, key in (("test_seen", "seen"), ("test_heldout", "heldout")):
+    for split, key in (("test_seen", "seen"), ("test_heldout", "heldout"), ("test_unseen", "unseen")):
+        if split == "test_unseen" and not (args.data / f"{split}.jsonl").is_file():
+            continue
         records = read_jsonl_manifest(args.data / f"{split}.jsonl")[: args.max_utterances]
         refs = {r.id: normalize_transcript_for_scoring(r.text) for r in records}
         audio_s = sum(r.duration for r in records)

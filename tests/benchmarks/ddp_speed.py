@@ -127,7 +127,8 @@ def main() -> None:
         tmp = Path(tmp)
         corpus = tmp / "speech"
         subprocess.run([sys.executable, "-m", "toolkit", "synth", "speech", "--out", str(corpus), "--train",
-                        str(args.utterances), "--valid", "4", "--test-seen", "1", "--test-heldout", "1"],
+                        str(args.utterances), "--valid", "4", "--test-seen", "1", "--test-heldout", "1",
+                        "--test-unseen", "1"],
                        check=True, capture_output=True)
         durations = [json.loads(line)["duration"] for line in (corpus / "train.jsonl").read_text().splitlines()]
         mean_duration = sum(durations) / len(durations)
