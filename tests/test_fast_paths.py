@@ -6,6 +6,9 @@ loss and gradients."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,24 @@ def test_a_training_step_gives_the_plain_paths_loss_and_gradients(monkeypatch):
     bf16_noise = rel_err(plain_bf16[1], plain32[1])  # what bf16 does to the plain paths' gradients (~0.01)
     assert rel_err(fast_bf16[1], plain32[1]) < 1.5 * bf16_noise + 1e-3
     assert rel_err(fast_bf16[1], plain_bf16[1]) < 2 * bf16_noise + 1e-3
+
+
+def test_convolution_module_returns_on_two_threads_under_bf16():
+    """oneDNN's bf16 depthwise kernel for the channels-last layout never returns on 2 threads for some lengths
+    (torch 2.14: 64, 98, 100 frames); the module runs that convolution in fp32. Checked in a subprocess with a
+    deadline, so a regression fails instead of hanging the suite."""
+    code = (
+        "import torch\n"
+        "from toolkit.model.conformer import ConvolutionModule\n"
+        "torch.set_num_threads(2)\n"
+        "m = ConvolutionModule(144, 15, dropout=0.0)\n"
+        "for frames in (64, 97, 98, 100):\n"
+        "    x = torch.randn(15, frames, 144, requires_grad=True)\n"
+        "    with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "        y = m(x, torch.zeros(15, frames, dtype=torch.bool))\n"
+        "    y.float().sum().backward()\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
