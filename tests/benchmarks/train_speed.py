@@ -25,7 +25,8 @@ bf16, ours fp32, ...) so that machine noise hits all alike. Ours and SpeechBrain
 Data loading and speed perturbation (done in the recipe's loader workers) are outside every timed step.
 Prints the settings, parameter counts, a table (s/step from the best step by default, best and median wall
 seconds, process CPU seconds of the best step, utterances/s, audio seconds/s, ours / SpeechBrain at the same
-precision), then a last line of key=value figures: `speedup_fp32` = ours_fp32 / sb_fp32 utterances/s and
+precision, model FLOPs utilisation: the FLOPs of one step, counted by `tests/benchmarks/mfu.py`, per second over
+the matmul peak of the step's precision measured in the same run), then a last line of key=value figures: `speedup_fp32` = ours_fp32 / sb_fp32 utterances/s and
 `speedup_bf16` = ours_bf16 / sb_bf16 (the headline), `cpu_speedup_*` the same from CPU seconds, and, labelled
 as across precisions, `ours_bf16_vs_sb_fp32` (ours under bf16 against SpeechBrain's default fp32).
 
@@ -53,6 +54,7 @@ from typing import Callable  # noqa: E402
 
 import torch  # noqa: E402
 
+from mfu import matmul_peak, step_flops  # noqa: E402
 from toolkit.model import build_model  # noqa: E402
 from toolkit.train.optim import param_groups  # noqa: E402
 
@@ -246,12 +248,15 @@ def main() -> None:
     batch = make_batch(args)
     systems: dict[str, Step] = {}
     failed: dict[str, str] = {}  # system -> first line of the error of its trial step
+    flops: dict[str, int] = {}  # system -> FLOPs of one step
+    peaks = {prec: matmul_peak(torch.bfloat16 if prec == "bf16" else torch.float32, args.device)
+             for prec in precisions}
     for prec in precisions:
         ours, ours_params, ours_desc = build_ours(args, batch, bf16=prec == "bf16")
         sb, sb_params = build_speechbrain(args, batch, bf16=prec == "bf16")
         for name, step in ((f"ours_{prec}", ours), (f"sb_{prec}", sb)):
-            try:
-                step()  # a trial step: a system that cannot run is reported, not the end of the comparison
+            try:  # a trial step, its FLOPs counted: a system that cannot run is reported, not the end of the run
+                flops[name] = step_flops(step)
                 systems[name] = step
             except RuntimeError as e:
                 failed[name] = str(e).splitlines()[0]
@@ -285,21 +290,24 @@ def main() -> None:
           f"ctc_lin/seq_lin), ctc_weight 0.3, label_smoothing 0.0, {'AdamW' if args.sb_adamw else 'Adam'}, clip 5")
     print(f"parameters: ours {ours_params / 1e6:.2f} M, speechbrain {sb_params / 1e6:.2f} M")
     print(f"{'system':<10} {'s/step':>8} {'best':>8} {'median':>8} {'cpu s':>7} {'utt/s':>8} {'audio s/s':>10} "
-          f"{'ours/sb':>8} {'last loss':>10}")
+          f"{'ours/sb':>8} {'GFLOP':>7} {'MFU':>6} {'last loss':>10}")
     pick = min if args.stat == "best" else statistics.median
     picked = {name: pick(t) for name, t in times.items()}
     utt = {name: args.batch / secs for name, secs in picked.items()}
+    mfu = {name: flops[name] / picked[name] / peaks[name.split("_")[1]] for name in picked}
     for name, t in times.items():
         prec = name.split("_")[1]
         both = f"ours_{prec}" in utt and f"sb_{prec}" in utt
         ratio = f"{utt[f'ours_{prec}'] / utt[f'sb_{prec}']:>8.2f}" if both else f"{'-':>8}"
         print(f"{name:<10} {picked[name]:>8.3f} {min(t):>8.3f} {statistics.median(t):>8.3f} {min(cpu[name]):>7.2f} "
-              f"{utt[name]:>8.2f} {audio / picked[name]:>10.1f} {ratio} {losses[name]:>10.2f}")
+              f"{utt[name]:>8.2f} {audio / picked[name]:>10.1f} {ratio} {flops[name] / 1e9:>7.1f} {mfu[name]:>6.1%} "
+              f"{losses[name]:>10.2f}")
+    print("matmul peak (1024 x 1024, same threads): " + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()))
     print("all step times (s): " + "; ".join(f"{n} " + " ".join(f"{x:.2f}" for x in t) for n, t in times.items()))
     for name, error in failed.items():
         print(f"{name} did not run: {error}")
 
-    figures = [f"{name}_utt_s={u:.2f}" for name, u in utt.items()]
+    figures = [f"{name}_utt_s={u:.2f}" for name, u in utt.items()] + [f"mfu_{name}={m:.3f}" for name, m in mfu.items()]
     for prec in precisions:  # the headline: ours / SpeechBrain at equal precision
         ours, sb = f"ours_{prec}", f"sb_{prec}"
         if ours in utt and sb in utt:
