@@ -22,8 +22,9 @@ arithmetic in another reduction order): a new path with the same numerics differ
 Speed: each update's wall time; the table gives the median, updates/s and utterances/s, the model FLOPs of one
 update (forward, backward and optimizer, `torch.utils.flop_counter`) and the model FLOPs utilisation (MFU): those
 FLOPs per second over the bf16 (or fp32, by the config's `amp`) matrix-product peak that `torch.matmul` of 1024 x
-1024 matrices reaches on the same threads (`tests/benchmarks/mfu.py`; measured by both workers, the better kept). Last line: `speedup_<n>t` (new / old updates/s),
-`loss_rel_diff_<n>t`, `loss_rel_diff_floor`, `mfu_new_<n>t`, `mfu_old_<n>t`.
+1024 matrices reaches on the same threads (`tests/benchmarks/mfu.py`; measured by both workers, the better kept).
+Last line: `speedup_<n>t` (new / old updates/s), `loss_rel_diff_<n>t`, `loss_rel_diff_floor`, `mfu_new_<n>t`,
+`mfu_old_<n>t`.
 
 OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE unless set): on a shared 2-core machine, spin-waiting makes
 2-thread steps erratic (tests/benchmarks/train_speed.py).
@@ -87,7 +88,8 @@ def _worker(args: argparse.Namespace) -> None:
         t_lengths = (args.tokens * (0.7 + 0.3 * torch.rand(args.batch, generator=g))).long()
         t_lengths[0] = args.tokens
         targets = torch.randint(4, vocab, (args.batch, args.tokens), generator=g)
-        return wavs, lengths, targets.masked_fill(torch.arange(args.tokens)[None, :] >= t_lengths[:, None], 0), t_lengths
+        targets = targets.masked_fill(torch.arange(args.tokens)[None, :] >= t_lengths[:, None], 0)
+        return wavs, lengths, targets, t_lengths
 
     def update(i: int) -> float:
         wavs, lengths, targets, t_lengths = batch(i)

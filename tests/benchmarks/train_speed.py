@@ -122,7 +122,8 @@ def build_ours(args: argparse.Namespace, batch: dict[str, torch.Tensor], bf16: b
 
     enc = model.encoder.config
     desc = (f"ours: toolkit build_model, conformer d 144 x{enc.num_layers} (4 heads, ffn 1024, kernel 31, "
-            f"Conv2d subsampling {enc.subsampling_channels or 144} channels, abs sinusoids, toolkit.model.attention), decoder 4 "
+            f"Conv2d subsampling {enc.subsampling_channels or 144} channels, abs sinusoids, toolkit attention), "
+            f"decoder 4 "
             f"layers ffn 1024 (tied output), CTC; fp32 / bf16 autocast, ctc_weight 0.3, label_smoothing 0.1, AdamW, clip 5")
     return step, count_params([model]), desc
 
