@@ -43,7 +43,8 @@ def conv1d_forward(m: ConvolutionModule, x: torch.Tensor, padding_mask: torch.Te
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-12))
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
 
 
 def qkv_and_mask(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
@@ -93,9 +94,10 @@ def test_convolution_module_matches_conv1d(norm):
     padding_mask = torch.arange(11)[None, :] >= lengths[:, None]
     ours, ref = m(x, padding_mask), conv1d_forward(m, x, padding_mask)
     assert torch.allclose(ours, ref, atol=1e-6)
+    # fp32 rounding in another summation order; batch statistics' gradients cancel, so they keep ~1e-4 of it
     for a, b in zip(torch.autograd.grad(ours.square().sum(), [x, *m.parameters()]),
                     torch.autograd.grad(ref.square().sum(), [x, *m.parameters()])):
-        assert torch.allclose(a, b, atol=1e-5)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ours, ref = m(x, padding_mask), conv1d_forward(m, x, padding_mask)
     assert rel_err(ours, ref) < 0.02
@@ -120,7 +122,7 @@ def test_a_training_step_gives_the_plain_paths_loss_and_gradients(monkeypatch):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model.loss(wavs, lengths, targets, target_lengths, ctc_weight=0.5, label_smoothing=0.1)["loss"]
         loss.float().backward()
-        return float(loss), torch.cat([p.grad.flatten() for p in model.parameters()])
+        return float(loss.detach()), torch.cat([p.grad.flatten() for p in model.parameters()])
 
     fast32, fast_bf16 = loss_and_grads(False), loss_and_grads(True)
     monkeypatch.setattr(conformer, "attention", sdpa)
