@@ -51,14 +51,14 @@ It is the text-only data an external language model is trained on (as LibriSpeec
 audio): ~57,000 sentences against the 9,000 spoken in train.
 
 Determinism and re-runs: everything (texts, speakers, augmentation parameters and noise) is drawn from `seed`, and
-every engine is deterministic, so the same config and the same installed engines give the same corpus byte for
-byte, whatever `workers` (a voice left out changes the draws). The config is recorded in
-`out_dir/speech_corpus.json` (a setting added to the toolkit after a corpus was made counts as its default there),
-with the utterances of each engine and the voices left out; re-running with the same config reuses what is there: a split whose manifest
-lists every planned utterance and whose wav files all exist is skipped, and otherwise only the missing wav files are
+every engine is deterministic, so the same config and the same installed engines give the same corpus byte for byte,
+whatever `workers` (a voice left out changes the draws). The config is recorded in `out_dir/speech_corpus.json` (a
+setting added to the toolkit after a corpus was made counts as its default there), with the utterances of each
+engine and the voices left out; re-running with the same config reuses what is there: a split whose manifest lists
+every planned utterance and whose wav files all exist is skipped, and otherwise only the missing wav files are
 synthesised (each wav and each manifest is written to a temporary file and renamed, so an interrupted run leaves no
-half-written file). A different config for the same folder is refused, and so are other engines (one installed
-or removed since).
+half-written file). A different config for the same folder is refused, and so are other engines (one installed or
+removed since).
 
 Parallelism: `workers` processes (default `os.cpu_count()`), forked where the platform can (as torch's DataLoader
 does; each worker runs torch on one thread), spawned elsewhere (then call `make_speech_corpus` from under

@@ -25,10 +25,11 @@ espeak-ng's MBROLA voices of non-English speakers ("mb-de1-en": MBROLA names wit
 
 `synthesize` runs the synthesiser (espeak-ng, MBROLA, flite: a subprocess writing a WAV file to a pipe; Pico: one
 writing a temporary file; Festival: a `festival --pipe` kept running per process, which writes a temporary file;
-Piper: in this process, its model loaded once per process, onnxruntime on one thread), resamples to 16 kHz mono and sets the leading/trailing silence
-to `keep_silence` seconds. Every engine is deterministic: the same text and speaker give the same samples (Piper
-with its noise scales at 0: its sampling noise is drawn inside the ONNX graph from an unseeded generator, so with
-the voice's own scales, 0.667 and 0.8, two runs differ; at 0 the durations and spectra are the model's means).
+Piper: in this process, its model loaded once per process, onnxruntime on one thread), resamples to 16 kHz mono and
+sets the leading/trailing silence to `keep_silence` seconds. Every engine is deterministic: the same text and
+speaker give the same samples (Piper with its noise scales at 0: its sampling noise is drawn inside the ONNX graph
+from an unseeded generator, so with the voice's own scales, 0.667 and 0.8, two runs differ; at 0 the durations and
+spectra are the model's means).
 
 Speed (`tests/benchmarks/voice_speed.py`: one process on one thread of this project's 2-core CPU, quiet, 40 of
 the corpus's sentences, 2.3-3.3 s of speech each on average, resampling and trimming included), utterances/s:
