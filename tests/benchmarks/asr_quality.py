@@ -13,7 +13,9 @@ batched) and its real-time factor on this machine's CPU threads; then pocketsphi
 ships its own US English model; install it for the benchmark only) on the same utterances: WER, CER and RTF.
 With --lm, our model is also run with the language model fused into its search for every pair of --lm-weight
 and --length-bonus values (rows "toolkit+lm W/B"), times every --oov-penalty (a P > 0 shows as "W/B/P"). RTF =
-decoding seconds / audio seconds, audio loading included for both. Prints a table, then key=value figures.
+decoding seconds / audio seconds, audio loading included for both. A second table breaks every split's WER down by
+engine (the part of the manifest's "voice" before ":", e.g. pico, mbrola, festival), every system on the same
+utterances; --splits picks splits. Prints the tables, then key=value figures (per engine: `..._wer_unseen_pico`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ def pocketsphinx(records) -> tuple[dict[str, str], float]:
     return texts, time.perf_counter() - start
 
 
+def engine_of(record) -> str:
+    """The synthesiser of a corpus utterance: "pico" for voice "pico:en-GB" (the speaker id where no voice is given)."""
+    voice = record.extra.get("voice") or record.speaker or "?"
+    return str(voice).split(":", 1)[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="a trained speech model bundle")
@@ -68,7 +76,9 @@ def main() -> None:
                     help="the synthetic corpus (test_seen / test_heldout / test_unseen.jsonl)")
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--ctc-weight", type=float, default=0.3)
-    ap.add_argument("--max-utterances", type=int)
+    ap.add_argument("--max-utterances", type=int, help="the first N utterances of each split")
+    ap.add_argument("--splits", nargs="+", choices=["seen", "heldout", "unseen"],
+                    default=["seen", "heldout", "unseen"], help="test splits to score (default: all three)")
     ap.add_argument("--no-pocketsphinx", action="store_true")
     ap.add_argument("--lm", type=Path, help="a language model bundle (toolkit train, task lm) to fuse")
     ap.add_argument("--lm-weight", type=float, nargs="+", default=[0.3], help="LM weights to try (default: 0.3)")
@@ -86,8 +96,9 @@ def main() -> None:
              if lm is not None else [])
     warm = read_jsonl_manifest(args.data / "valid.jsonl")[:4]
     ours(transcriber, warm, args.beam, args.ctc_weight, vad=vad)  # first-call costs are not part of the RTF
-    rows, figures = [], {}
-    for split, key in (("test_seen", "seen"), ("test_heldout", "heldout"), ("test_unseen", "unseen")):
+    rows, engine_rows, figures = [], [], {}
+    for key in args.splits:
+        split = f"test_{key}"
         if split == "test_unseen" and not (args.data / f"{split}.jsonl").is_file():
             continue
         records = read_jsonl_manifest(args.data / f"{split}.jsonl")[: args.max_utterances]
@@ -106,12 +117,20 @@ def main() -> None:
             figures[f"{tag}wer_{key}"] = report["wer"]
             figures[f"{tag}cer_{key}"] = report["cer"]
             figures[f"{tag}rtf_{key}"] = seconds / audio_s
+            for engine in sorted({engine_of(r) for r in records}):
+                ids = [r.id for r in records if engine_of(r) == engine]
+                part = wer_report({i: refs[i] for i in ids}, {i: hyps[i] for i in ids})
+                engine_rows.append((split, engine, name, part["wer"], part["cer"], len(ids)))
+                figures[f"{tag}wer_{key}_{engine}"] = part["wer"]
     print(f"model {args.model}; beam {args.beam}, CTC weight {args.ctc_weight}; VAD {args.vad}; "
           f"{torch.get_num_threads()} threads"
           + (f"; LM {args.lm} (rows toolkit+lm weight/length bonus[/OOV penalty])" if lm is not None else ""))
     print(f"{'split':<14} {'system':<20} {'WER':>7} {'CER':>7} {'RTF':>7} {'utts':>5}")
     for split, name, wer, cer, rtf, n in rows:
         print(f"{split:<14} {name:<20} {wer:>7.3f} {cer:>7.3f} {rtf:>7.4f} {n:>5}")
+    print(f"\n{'split':<14} {'engine':<10} {'system':<20} {'WER':>7} {'CER':>7} {'utts':>5}")
+    for split, engine, name, wer, cer, n in sorted(engine_rows, key=lambda row: row[:2]):
+        print(f"{split:<14} {engine:<10} {name:<20} {wer:>7.3f} {cer:>7.3f} {n:>5}")
     print(" ".join(f"{k}={v:.4f}" for k, v in figures.items()))
 
 
