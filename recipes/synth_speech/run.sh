@@ -4,9 +4,11 @@
 # the corpus's text-only sentences (lm_text.txt) with the speech model's tokenizer and evaluate again with it fused in.
 #   bash run.sh [--stage N] [--stop-stage N] [--config conf/quick.yaml] [--exp DIR] [--lm-config conf/lm.yaml]
 #               [--lm-weight W] [--data data/speech] [--synth-args "--train 500 ..."] [--lm-args "K=V ..."]
-#               [--lm-beside true|false] [--beam 4] [-- KEY=VALUE ...]
+#               [--lm-beside true|false] [--beam 4] [--threads N] [-- KEY=VALUE ...]
 # --synth-args: options of `toolkit synth speech` (split sizes); --lm-args: KEY=VALUE overrides of the LM config.
 # --beam: the beam of stages 2 and 4 (the full config's results use 12, chosen on valid: README).
+# --threads: torch threads of stage 1's speech model (default: every core, half of them with the LM beside); 1 for a
+#   config whose loader worker augments on the fly (conf/medium.yaml) on a 2-core machine.
 # --lm-weight: for a speech model whose bundle records no decoding.lm_weight (models trained before it existed).
 # --lm-beside true (the default): stage 1 trains the LM (stage 3's work) beside the speech model, each process on
 #   half the CPU threads, as soon as the speech model's tokenizer exists; on 2 cores the speech model keeps ~70% of its
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 stage=0; stop_stage=4; config=conf/quick.yaml; exp=""; lm_config=conf/lm.yaml; lm_weight=""; data=data/speech; beam=4
-synth_args=""; lm_args=""; lm_beside=true
+synth_args=""; lm_args=""; lm_beside=true; threads=""
 . ../shared/parse_options.sh
 exp=${exp:-exp/$(basename "$config" .yaml)}
 
@@ -41,20 +43,20 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   echo "stage 1: train $config -> $exp"
   if [ -f "$exp/final/config.json" ]; then echo "  already trained, skipping"; else
-    threads=$(nproc); lm_pid=""
-    if [ "$lm_beside" = true ] && [ "$stop_stage" -ge 3 ] && [ ! -f "$exp/lm/final/config.json" ] && [ "$threads" -ge 2 ]; then
-      threads=$((threads / 2))
-      echo "  and the LM beside it (stage 3's work), $threads thread(s) each -> $exp/lm (log: $exp/lm.log)"
+    cores=$(nproc); lm_pid=""
+    if [ "$lm_beside" = true ] && [ "$stop_stage" -ge 3 ] && [ ! -f "$exp/lm/final/config.json" ] && [ "$cores" -ge 2 ]; then
+      cores=$((cores / 2))
+      echo "  and the LM beside it (stage 3's work), $cores thread(s) each -> $exp/lm (log: $exp/lm.log)"
       mkdir -p "$exp"
       (  # the speech model's tokenizer is written as its training starts
         until [ -f "$exp/tokenizer/tokenizer.json" ]; do sleep 1; done
-        OMP_NUM_THREADS=$threads train_lm "$exp/tokenizer" > "$exp/lm.log" 2>&1
+        OMP_NUM_THREADS=$cores train_lm "$exp/tokenizer" > "$exp/lm.log" 2>&1
       ) &
       lm_pid=$!
       trap 'if [ -n "$lm_pid" ]; then pkill -P "$lm_pid" 2>/dev/null; kill "$lm_pid" 2>/dev/null; fi' EXIT
     fi
     resume=(); [ -d "$exp/checkpoints" ] && resume=(--resume)
-    OMP_NUM_THREADS=$threads toolkit train "$config" -o "$exp" "${resume[@]}" data.train="$data/train.jsonl" \
+    OMP_NUM_THREADS=${threads:-$cores} toolkit train "$config" -o "$exp" "${resume[@]}" data.train="$data/train.jsonl" \
       data.valid="$data/valid.jsonl" "${overrides[@]}"
     if [ -n "$lm_pid" ]; then
       echo "  waiting for the LM ($exp/lm.log)"
