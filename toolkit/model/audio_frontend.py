@@ -20,6 +20,12 @@ from toolkit.model.base import lengths_to_padding_mask
 NORMALIZATIONS = ("global", "utterance")
 
 
+def frame_lengths(num_samples: Tensor, n_fft: int, hop_length: int) -> Tensor:
+    """`(B,)` waveform lengths in samples -> `(B,)` int64 number of whole `n_fft` windows every `hop_length`."""
+    frames = torch.div(num_samples.long() - n_fft, hop_length, rounding_mode="floor") + 1
+    return frames.clamp(min=0)
+
+
 class LogMelFrontend(nn.Module):
     """Log-mel filterbank features, mean / variance normalised, always computed in fp32.
 
@@ -60,8 +66,7 @@ class LogMelFrontend(nn.Module):
 
     def output_lengths(self, num_samples: Tensor) -> Tensor:
         """`(B,)` waveform lengths in samples -> `(B,)` int64 number of frames (frames never read past the end)."""
-        frames = torch.div(num_samples.long() - self.n_fft, self.hop_length, rounding_mode="floor") + 1
-        return frames.clamp(min=0)
+        return frame_lengths(num_samples, self.n_fft, self.hop_length)
 
     @torch.no_grad()
     def set_normalization(self, mean: Tensor, std: Tensor) -> None:
