@@ -64,10 +64,8 @@ def _dims(dynamic: dict[str, dict[int, str]], inputs: dict[str, Tensor]) -> dict
 def export_graph(spec: GraphSpec, path: Path) -> None:
     """Write `spec` as an ONNX file at `path` (torch.export-based exporter; weights inside the file)."""
     spec.module.eval()
-    buffer = io.StringIO()
     try:
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
-            warnings.simplefilter("ignore")
+        with torch.no_grad(), _quiet():
             program = torch.onnx.export(
                 spec.module, tuple(spec.inputs.values()), dynamo=True, opset_version=OPSET,
                 input_names=list(spec.inputs), output_names=spec.outputs,
@@ -80,13 +78,38 @@ def export_graph(spec: GraphSpec, path: Path) -> None:
 
 
 def quantize_int8(path: Path) -> None:
-    """Quantise `path` in place: int8 weights for MatMul / Gemm, activations quantised dynamically."""
+    """Quantise `path` in place: int8 weights for the matrix products with a weight (MatMul / Gemm with a constant
+    operand, LSTM), activations quantised dynamically per call. Left in float: products of two activations
+    (attention) and the front end's mel filterbank, whose power-spectrum input spans too many orders of magnitude
+    for one int8 scale. The graph is first optimised by onnxruntime: constant folding turns e.g. the reshaped
+    pointwise-convolution weights into plain initializers, which the quantiser then reaches too."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out = path.with_suffix(".int8.onnx")
-    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    folded, out = path.with_suffix(".folded.onnx"), path.with_suffix(".int8.onnx")
+    with _quiet():
+        quant_pre_process(str(path), str(folded), skip_symbolic_shape=True)
+        graph = onnx.load(str(folded)).graph
+        weights = {i.name for i in graph.initializer} - {i.name for i in graph.initializer if "frontend" in i.name}
+        nodes = [n.name for n in graph.node
+                 if n.op_type == "LSTM" or (n.op_type in ("MatMul", "Gemm") and n.input[1] in weights)]
+        quantize_dynamic(str(folded), str(out), weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                         op_types_to_quantize=["MatMul", "Gemm", "LSTM"])
+    folded.unlink()
     out.replace(path)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter and the quantiser print and log progress (some on the root logger): silenced, errors aside."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def speech_graphs(model: nn.Module) -> tuple[list[GraphSpec], dict[str, Any]]:
@@ -159,8 +182,7 @@ def lm_graphs(lm: nn.Module) -> tuple[list[GraphSpec], dict[str, Any]]:
                                                        "c": state.c},
                      ["log_probs", "new_h", "new_c"], {"tokens": {0: "batch"}, "h": {1: "batch"}, "c": {1: "batch"}})
     cfg = lm.config
-    return [spec], {"kind": "lm", "num_layers": cfg.num_layers, "hidden_dim": cfg.hidden_dim,
-                    "vocab_size": cfg.vocab_size}
+    return [spec], {"kind": "lm", "num_layers": cfg.num_layers, "hidden_dim": cfg.hidden_dim}
 
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: Literal["int8"] | None = None,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from toolkit.errors import BundleError, ToolkitError
-from toolkit.lm.model import LanguageModel, LstmState
+from toolkit.lm.model import LanguageModel, LstmLMConfig, LstmState
 from toolkit.model.audio_encoders import Conv2dSubsampling
 from toolkit.model.audio_frontend import frame_lengths
 from toolkit.model.base import Decoder, DecoderState, Encoder, EncoderDecoder, EncoderOutput
@@ -143,15 +143,15 @@ class OnnxDecoder(Decoder):
 class OnnxLstmLM(LanguageModel):
     """The exported LSTM language model: `lm_step` per token, its state an `LstmState`."""
 
-    def __init__(self, graph: OnnxGraph, runtime: dict[str, Any]):
+    def __init__(self, graph: OnnxGraph, config: LstmLMConfig):
         super().__init__()
         self.graph = graph
-        self.vocab_size = int(runtime["vocab_size"])
-        self.num_layers, self.hidden_dim = int(runtime["num_layers"]), int(runtime["hidden_dim"])
+        self.config = config
+        self.vocab_size = config.vocab_size
         self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> LstmState:
-        zeros = torch.zeros(self.num_layers, batch_size, self.hidden_dim)
+        zeros = torch.zeros(self.config.num_layers, batch_size, self.config.hidden_dim)
         return LstmState(zeros, zeros.clone())
 
     def step(self, tokens: Tensor, state: LstmState) -> tuple[Tensor, LstmState]:
@@ -210,10 +210,11 @@ def load_exported_model(directory: Path, meta: dict[str, Any], device: str | tor
     return ModelBundle(model.eval(), tokenizer, dict(meta.get("info") or {}))
 
 
-def load_exported_lm(directory: Path, meta: dict[str, Any], device: str | torch.device = "cpu") -> OnnxLstmLM:
-    """The `OnnxLstmLM` of an exported language model (its tokenizer and lexicon: `toolkit.lm.load_lm`)."""
+def load_exported_lm(directory: Path, meta: dict[str, Any], config: LstmLMConfig,
+                     device: str | torch.device = "cpu") -> OnnxLstmLM:
+    """The `OnnxLstmLM` of an exported language model of `config` (its tokenizer and lexicon: `toolkit.lm.load_lm`)."""
     _check_cpu(directory, device)
     runtime = meta["onnx"]
     if runtime.get("kind") != "lm":
         raise BundleError(f"{directory / 'config.json'}: onnx.kind {runtime.get('kind')!r} is not a language model")
-    return OnnxLstmLM(_graphs(directory, runtime, ("lm_step",))["lm_step"], runtime).eval()
+    return OnnxLstmLM(_graphs(directory, runtime, ("lm_step",))["lm_step"], config).eval()

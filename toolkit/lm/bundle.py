@@ -89,7 +89,7 @@ def load_lm(directory: str | Path, device: str | torch.device = "cpu", tokenizer
     if lm is None:  # exported: the network runs in onnxruntime (toolkit.export)
         from toolkit.export.runtime import load_exported_lm
 
-        lm = load_exported_lm(directory, meta, device)
+        lm = load_exported_lm(directory, meta, config, device)
     else:
         state = read_bundle_weights(directory, device)
         check_state_dict(lm, state, directory / WEIGHTS_FILE)
