@@ -212,6 +212,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: Literal["i
         specs, runtime = speech_graphs(bundle.model)
     runtime.update(blank_id=BLANK_ID, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID, opset=OPSET,
                    quantize=quantize)
+    # For a runtime without the toolkit: every id's piece ("▁" stands for a space) and how pieces join into text
+    runtime.update(tokens=bundle.tokenizer.vocab(), token_join=" " if bundle.tokenizer.kind == "word" else "")
     runtime["graphs"] = {s.name: {"file": f"{s.name}.onnx", "inputs": list(s.inputs), "outputs": s.outputs}
                          for s in specs}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
