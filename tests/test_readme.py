@@ -1,6 +1,7 @@
 """Every command in README.md is run by a test or by .ci/run, so none can rot:
 - the shell blocks: `bash recipes/quickstart/run.sh` (tests/test_quickstart.py runs it), `python -m pytest -q`
-  (.ci/run runs it), the torchrun lines (their `toolkit train` arguments parse and their config loads);
+  (.ci/run runs it), the torchrun lines (their `toolkit train` arguments parse and their config loads), the
+  export block (run here on tiny models);
 - the command table: every command exists and accepts every option the table shows;
 - the Python blocks: executed here, with tiny models saved at the paths they name.
 """
@@ -66,6 +67,8 @@ def test_every_shell_command_is_exercised():
             assert "recipes/quickstart/run.sh" in (ROOT / "tests/test_quickstart.py").read_text()
         elif command == "python -m pytest -q":
             assert command in ci
+        elif command in shipping_commands():
+            continue  # test_shipping_block_runs
         elif command.startswith("torchrun"):
             args = shlex.split(command)
             toolkit_args = args[args.index("toolkit") + 1 :]
@@ -138,6 +141,27 @@ def test_python_build_block_runs(quickstart_models):
     texts = [" ".join(words[i : i + 8]) for i in range(0, len(words), 8)]
     exec(compile(blocks("python")[1], "README.md (build a model)", "exec"), {"texts": texts})
     assert Path("exp/my_model/model.safetensors").is_file()
+
+
+def shipping_commands() -> list[str]:
+    """The commands of the bash block that exports a model (README "Shipping a model")."""
+    block = next(b for b in blocks("bash") if "toolkit export" in b)
+    return [line.split(" #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_shipping_block_runs(quickstart_models):
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    shutil.copy("a.wav", "talk.wav")
+    for command in shipping_commands():
+        args = shlex.split(command)
+        if args[0] == "python":
+            run = subprocess.run([sys.executable, str(ROOT / args[1]), *args[2:]], capture_output=True, text=True)
+        else:
+            run = subprocess.run([sys.executable, "-m", "toolkit", *args[1:]], capture_output=True, text=True)
+        assert run.returncode == 0, f"{command}: {run.stderr}"
+    assert Path("exp/speech_int8/encoder.onnx").is_file() and '"text"' in run.stdout
 
 
 def test_results_table_commands_exist_and_take_their_options():

@@ -7,7 +7,9 @@
 
 `save_model(dir, model, tokenizer)` writes a complete bundle atomically (a temporary directory renamed into
 place); `load_model(dir)` checks the format version, the checksums and the vocabulary and rebuilds the exact
-model. Nothing is unpickled. Language models for fusion (`toolkit.lm`) are bundles of the same layout whose
+model. Nothing is unpickled. An exported bundle (`toolkit export`, `toolkit.export`) has the same config.json with
+"runtime": "onnx" and ONNX graphs instead of the weights; `load_model` / `load_lm` load it too, its networks run by
+onnxruntime. Language models for fusion (`toolkit.lm`) are bundles of the same layout whose
 `info.task` is "lm" and whose `model` is the LM's config (`toolkit.lm.save_lm` / `load_lm`).
 """
 
@@ -36,6 +38,7 @@ from toolkit.text import Tokenizer, load_tokenizer
 FORMAT = "toolkit-model"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
+RUNTIMES = ("torch", "onnx")  # what runs the networks: PyTorch (model.safetensors) or onnxruntime (toolkit.export)
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -76,23 +79,29 @@ def save_model(
 
 
 def write_bundle(
-    directory: str | Path, weights: dict[str, torch.Tensor], tokenizer: Tokenizer, model_config: dict[str, Any],
-    info: dict[str, Any],
-    texts: dict[str, str] | None = None,
+    directory: str | Path, weights: dict[str, torch.Tensor] | None, tokenizer: Tokenizer,
+    model_config: dict[str, Any], info: dict[str, Any],
+    texts: dict[str, str] | None = None, files: dict[str, Path] | None = None, runtime: str = "torch",
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write a bundle of any model kind atomically: `weights` (a state dict), `tokenizer`, the model's config as a
     plain dict and `info` (whose `task` says which loader rebuilds it: `load_model`, or `toolkit.lm.load_lm`);
-    `texts`: more files, name -> UTF-8 content (a language model's lexicon), checksummed like the others."""
+    `texts`: more files, name -> UTF-8 content (a language model's lexicon), checksummed like the others.
+    An exported model (`toolkit.export`) has no `weights` but `files` (name -> a file to copy in), `runtime`
+    "onnx" and its runtime's description in `extra` (top-level keys of config.json)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         state, seen = {}, set()
-        for k, v in weights.items():  # tied weights are stored once per name (safetensors refuses shared memory)
+        for k, v in (weights or {}).items():  # tied weights are stored once per name (safetensors refuses shared memory)
             v = v.detach().contiguous().cpu()
             state[k] = v.clone() if v.data_ptr() in seen else v
             seen.add(v.data_ptr())
-        save_file(state, tmp / WEIGHTS_FILE, metadata={"format": FORMAT})
+        if weights is not None:
+            save_file(state, tmp / WEIGHTS_FILE, metadata={"format": FORMAT})
+        for name, source in (files or {}).items():
+            shutil.copyfile(source, tmp / name)
         tokenizer.save(tmp)
         for name, text in (texts or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
@@ -105,6 +114,8 @@ def write_bundle(
             "files": {name: _sha256(tmp / name) for name in files},
             "info": info,
         }
+        if runtime != "torch":
+            meta.update(runtime=runtime, **(extra or {}))
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _replace_dir(tmp, directory)
     except BaseException:
@@ -159,6 +170,11 @@ def read_bundle_config(directory: str | Path) -> dict[str, Any]:
             raise BundleError(f"{path}: files: {name!r} is not the name of a file in the bundle")
         if not isinstance(digest, str):
             raise BundleError(f"{path}: files.{name}: the sha256 must be a string, got {type(digest).__name__}")
+    runtime = meta.get("runtime", "torch")
+    if runtime not in RUNTIMES:
+        raise BundleError(f"{path}: runtime: one of {', '.join(RUNTIMES)}, got {runtime!r:.40}")
+    if runtime != "torch" and not isinstance(meta.get(runtime), dict):
+        raise BundleError(f"{path}: the {runtime!r} section is missing or not an object")
     if meta.get("info") is None:
         meta["info"] = {}
     _check_info(path, meta["info"])
@@ -209,7 +225,7 @@ def verify_bundle_files(directory: str | Path, meta: dict[str, Any]) -> None:
             raise BundleError(f"{path}: missing from the bundle")
         if _sha256(path) != digest:
             raise BundleError(f"{path}: checksum mismatch, the file is corrupted or was changed after saving")
-    if WEIGHTS_FILE not in meta["files"]:
+    if meta.get("runtime", "torch") == "torch" and WEIGHTS_FILE not in meta["files"]:
         raise BundleError(f"{directory / CONFIG_FILE}: lists no {WEIGHTS_FILE}")
 
 
@@ -230,6 +246,10 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Mod
         raise BundleError(f"{directory}: a language model bundle, not an encoder-decoder model; it is used for "
                           "fusion in search (--lm DIR; toolkit.lm.load_lm)")
     verify_bundle_files(directory, meta)
+    if meta.get("runtime", "torch") != "torch":
+        from toolkit.export.runtime import load_exported_model
+
+        return load_exported_model(directory, meta, device)
     try:
         config = from_dict(ModelConfig, meta["model"], f"{directory / CONFIG_FILE}: model")
     except ToolkitError as e:

@@ -52,6 +52,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         "decoder_layers": cfg.decoder.num_layers if cfg.decoder else None,
         "ctc": cfg.ctc,
         "tokenizer": f"{bundle.tokenizer.kind} ({bundle.tokenizer.vocab_size} tokens)",
+        "runtime": read_bundle_config(args.model).get("runtime", "torch"),
         "parameters": params,
         "info": bundle.info,
     }
@@ -253,6 +254,15 @@ def cmd_augment(args: argparse.Namespace) -> None:
     manifest = augment_corpus(records, args.out, config, seed=args.seed, copies=args.copies, name=name,
                               keep_clean=args.keep_clean, workers=args.workers or os.cpu_count() or 1)
     print(f"{name}: {manifest}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from toolkit.export import export_onnx
+
+    print(f"exporting {args.model} -> {args.out} ({args.format}{', ' + args.quantize if args.quantize else ''})")
+    out = export_onnx(args.model, args.out, quantize=args.quantize, progress=True)
+    size = sum(p.stat().st_size for p in out.glob("*.onnx"))
+    print(f"wrote {out} ({size / 1e6:.1f} MB of graphs); it loads like a bundle: toolkit transcribe --model {out}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -562,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. voice.prob=0.8 "
                                                                     "noise.snr_db=[0,20]")
     p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("export", help="export a speech model or language model to ONNX, to run with onnxruntime "
+                                      "(and without PyTorch: recipes/onnx_runtime)")
+    p.add_argument("--model", required=True, help="a trained bundle (speech model or language model)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the export format (default: onnx)")
+    p.add_argument("-o", "--out", required=True, help="folder to write; it loads like a bundle (--model OUT)")
+    p.add_argument("--quantize", choices=["int8"], help="int8 weights for the matrix products (dynamic quantisation)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("convert", help="convert a caption corpus between COCO, Karpathy and JSONL")
     p.add_argument("src")

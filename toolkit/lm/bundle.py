@@ -23,7 +23,7 @@ from toolkit.bundle import (CONFIG_FILE, WEIGHTS_FILE, check_state_dict, read_bu
 from toolkit.config import from_dict, to_dict
 from toolkit.errors import BundleError, ToolkitError
 from toolkit.lm.lexicon import Lexicon, TokenLexicon
-from toolkit.lm.model import LstmLM, LstmLMConfig
+from toolkit.lm.model import LanguageModel, LstmLM, LstmLMConfig
 from toolkit.text import Tokenizer, load_tokenizer
 
 LM_TASK = "lm"
@@ -36,7 +36,7 @@ __all__ = ["LEXICON_FILE", "LM_TASK", "LMBundle", "check_same_tokenizer", "load_
 class LMBundle:
     """A loaded language model (in eval mode), the tokenizer it was trained with and its `info`."""
 
-    model: LstmLM
+    model: LanguageModel  # an LstmLM, or its exported twin (toolkit.export.runtime.OnnxLstmLM)
     tokenizer: Tokenizer
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -77,7 +77,7 @@ def load_lm(directory: str | Path, device: str | torch.device = "cpu", tokenizer
     verify_bundle_files(directory, meta)
     try:
         config = from_dict(LstmLMConfig, meta["model"], f"{directory / CONFIG_FILE}: model")
-        lm = LstmLM(config)
+        lm = LstmLM(config) if meta.get("runtime", "torch") == "torch" else None
     except (ToolkitError, ValueError) as e:
         raise BundleError(str(e)) from None
     lm_tokenizer = load_tokenizer(directory)
@@ -86,9 +86,14 @@ def load_lm(directory: str | Path, device: str | torch.device = "cpu", tokenizer
                           f"but the LM config says vocab_size {config.vocab_size}")
     if tokenizer is not None:
         check_same_tokenizer(lm_tokenizer, tokenizer, directory)
-    state = read_bundle_weights(directory, device)
-    check_state_dict(lm, state, directory / WEIGHTS_FILE)
-    lm.load_state_dict(state)
+    if lm is None:  # exported: the network runs in onnxruntime (toolkit.export)
+        from toolkit.export.runtime import load_exported_lm
+
+        lm = load_exported_lm(directory, meta, config, device)
+    else:
+        state = read_bundle_weights(directory, device)
+        check_state_dict(lm, state, directory / WEIGHTS_FILE)
+        lm.load_state_dict(state)
     if LEXICON_FILE in meta["files"]:
         lexicon = Lexicon.load(directory / LEXICON_FILE)
         if not len(lexicon):

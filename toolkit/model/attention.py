@@ -28,7 +28,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, 
     weights = scores.float().softmax(-1)
     if attn_mask is not None:
         has_key = attn_mask.any(-1, keepdim=True)
-        if not bool(has_key.all()):
+        if torch.compiler.is_exporting() or not bool(has_key.all()):  # an exported graph has no data-dependent branch
             weights = weights.masked_fill(~has_key, 0.0)
     if dropout_p > 0.0:
         weights = F.dropout(weights, dropout_p)

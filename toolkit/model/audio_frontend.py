@@ -11,6 +11,8 @@ T = (N - n_fft) // hop + 1 frames (0 when N < n_fft). Padded frames of every out
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torchaudio.transforms import MelSpectrogram
@@ -18,6 +20,12 @@ from torchaudio.transforms import MelSpectrogram
 from toolkit.model.base import lengths_to_padding_mask
 
 NORMALIZATIONS = ("global", "utterance")
+
+
+def frame_lengths(num_samples: Tensor, n_fft: int, hop_length: int) -> Tensor:
+    """`(B,)` waveform lengths in samples -> `(B,)` int64 number of whole `n_fft` windows every `hop_length`."""
+    frames = torch.div(num_samples.long() - n_fft, hop_length, rounding_mode="floor") + 1
+    return frames.clamp(min=0)
 
 
 class LogMelFrontend(nn.Module):
@@ -60,8 +68,7 @@ class LogMelFrontend(nn.Module):
 
     def output_lengths(self, num_samples: Tensor) -> Tensor:
         """`(B,)` waveform lengths in samples -> `(B,)` int64 number of frames (frames never read past the end)."""
-        frames = torch.div(num_samples.long() - self.n_fft, self.hop_length, rounding_mode="floor") + 1
-        return frames.clamp(min=0)
+        return frame_lengths(num_samples, self.n_fft, self.hop_length)
 
     @torch.no_grad()
     def set_normalization(self, mean: Tensor, std: Tensor) -> None:
@@ -88,7 +95,10 @@ class LogMelFrontend(nn.Module):
             x = x.float()
             if x.size(1) < self.n_fft:  # too short for one frame: pad so the STFT runs; every frame is invalid
                 x = nn.functional.pad(x, (0, self.n_fft - x.size(1)))
-            feats = self.mel(x).transpose(1, 2)  # (B, T, n_mels)
+            if torch.compiler.is_exporting():  # ONNX's DFT of a 400-point window is a slow direct sum: a Conv1d
+                feats = self.mel.mel_scale(self._power_spectrum_by_conv(x)).transpose(1, 2)
+            else:
+                feats = self.mel(x).transpose(1, 2)  # (B, T, n_mels)
             feats = torch.log(feats + self.eps)
             mask = lengths_to_padding_mask(frame_lengths, feats.size(1))
             if normalize and self.normalization == "global":
@@ -97,6 +107,19 @@ class LogMelFrontend(nn.Module):
                 feats = self._per_utterance(feats, mask, frame_lengths)
             feats = feats.masked_fill(mask[:, :, None], 0.0)
         return feats, frame_lengths
+
+    def _power_spectrum_by_conv(self, x: Tensor) -> Tensor:
+        """`(B, N)` -> `(B, n_fft // 2 + 1, T)` power spectrum, as `self.mel`'s spectrogram computes it (periodic Hann
+        window, no centring), by a Conv1d whose kernels are the windowed cosines and sines of every frequency bin:
+        what an exported graph runs (a matrix product per hop, fast in any runtime for any n_fft)."""
+        n = torch.arange(self.n_fft, dtype=torch.float64)
+        k = torch.arange(self.n_fft // 2 + 1, dtype=torch.float64)
+        window = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64)
+        angle = 2 * math.pi * k[:, None] * n[None, :] / self.n_fft
+        basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # (2F, n_fft)
+        spec = nn.functional.conv1d(x[:, None, :], basis.float()[:, None, :].to(x.device), stride=self.hop_length)
+        real, imag = spec.chunk(2, dim=1)
+        return real.square() + imag.square()
 
     def _per_utterance(self, feats: Tensor, mask: Tensor, frame_lengths: Tensor) -> Tensor:
         """`(B, T, F)` -> each item minus its mean, over its std, per bin, both over its valid frames."""
