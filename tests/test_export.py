@@ -1,6 +1,6 @@
 """ONNX export (`toolkit.export`, `toolkit export`): the exported graphs compute what the PyTorch model computes
-(padded batches included), the toolkit's searches give the same transcripts through onnxruntime, int8 stays close,
-and the torch-free example (recipes/onnx_runtime) runs without PyTorch."""
+(padded batches included), the toolkit's searches give the same transcripts and captions through onnxruntime, int8
+stays close, and the torch-free example (recipes/onnx_runtime) runs without PyTorch."""
 
 from __future__ import annotations
 
@@ -166,14 +166,13 @@ def test_bad_exports_and_exported_folders_are_one_line_errors(bundles, tmp_path,
     with pytest.raises(ToolkitError, match="--quantize"):
         export_onnx(bundles / "asr", tmp_path / "q", quantize="int4")
     tok = train_tokenizer("char", TEXTS)
-    captioner = build_model({"vocab_size": tok.vocab_size, "d_model": 32,
-                             "encoder": {"name": "timm", "backbone": "resnet18"},
-                             "decoder": {"num_layers": 1, "num_heads": 2, "ffn_dim": 64}})
-    save_model(tmp_path / "cap", captioner, tok, info={"task": "caption"})
-    assert main(["export", "--model", str(tmp_path / "cap"), "-o", str(tmp_path / "cap_onnx")]) == 2
+    ctc_images = build_model({"vocab_size": tok.vocab_size, "d_model": 32, "decoder": None, "ctc": True,
+                              "encoder": {"name": "timm", "backbone": "test_resnet"}})
+    save_model(tmp_path / "ctc_images", ctc_images, tok, info={"task": "caption", "image_size": 32})
+    assert main(["export", "--model", str(tmp_path / "ctc_images"), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "caption" in err and "not supported" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "cap_onnx").exists()
+    assert "cannot export the encoder" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
     broken = tmp_path / "broken"
     shutil.copytree(bundles / "asr_onnx", broken)
@@ -189,6 +188,32 @@ def test_bad_exports_and_exported_folders_are_one_line_errors(bundles, tmp_path,
         load_model(broken)
     with pytest.raises(ToolkitError, match="runs on the CPU"):
         load_model(bundles / "asr_onnx", device="meta")
+
+
+def test_captions_through_onnxruntime_equal_pytorch(tmp_path):
+    from PIL import Image
+
+    from toolkit.pipelines.captioner import Captioner
+
+    torch.manual_seed(0)
+    tok = train_tokenizer("word", ["a red circle", "a blue square", "two green triangles"])
+    model = build_model({"vocab_size": tok.vocab_size, "d_model": 32,
+                         "encoder": {"name": "timm", "backbone": "test_resnet"},
+                         "decoder": {"num_layers": 2, "num_heads": 2, "ffn_dim": 64, "max_len": 24}})
+    save_model(tmp_path / "cap", model.eval(), tok, info={"task": "caption", "image_size": 32})
+    export_onnx(tmp_path / "cap", tmp_path / "cap_onnx")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (40, 48, 3), np.uint8)) for _ in range(5)]
+    ours, theirs = Captioner.from_pretrained(tmp_path / "cap"), Captioner.from_pretrained(tmp_path / "cap_onnx")
+    for beam in (1, 3):
+        a, b = ours.caption(images, beam_size=beam, max_length=12), theirs.caption(images, beam_size=beam,
+                                                                                   max_length=12)
+        assert [r.caption for r in a] == [r.caption for r in b]
+        assert np.allclose([r.score for r in a], [r.score for r in b], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ToolkitError, match="attention maps need the PyTorch model"):
+        theirs.caption(images[:1], attention=True)
+    meta = json.loads((tmp_path / "cap_onnx" / "config.json").read_text())
+    assert meta["onnx"]["kind"] == "caption" and meta["onnx"]["image_size"] == 32
 
 
 def _torch_free_path(tmp_path: Path) -> Path:

@@ -573,9 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "noise.snr_db=[0,20]")
     p.set_defaults(func=cmd_augment)
 
-    p = sub.add_parser("export", help="export a speech model or language model to ONNX, to run with onnxruntime "
-                                      "(and without PyTorch: recipes/onnx_runtime)")
-    p.add_argument("--model", required=True, help="a trained bundle (speech model or language model)")
+    p = sub.add_parser("export", help="export a speech, captioning or language model to ONNX, to run with "
+                                      "onnxruntime (speech also without PyTorch: recipes/onnx_runtime)")
+    p.add_argument("--model", required=True, help="a trained bundle (speech, captioning or language model)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the export format (default: onnx)")
     p.add_argument("-o", "--out", required=True, help="folder to write; it loads like a bundle (--model OUT)")
     p.add_argument("--quantize", choices=["int8"], help="int8 weights for the matrix products (dynamic quantisation)")

@@ -12,7 +12,8 @@ A speech model becomes
       decoder_init.onnx  memory -> cross-attention keys / values          (models with an attention decoder)
       decoder_step.onnx  tokens + caches -> logits + extended caches
 
-and a language model `lm_step.onnx`. Batch and length axes are dynamic. `quantize="int8"` quantises every graph's
+a captioning model `image_encoder.onnx` (images `(B, 3, H, W)` in [0, 1] at the bundle's image size -> memory)
+and the same two decoder graphs, and a language model `lm_step.onnx`. Batch and length axes are dynamic. `quantize="int8"` quantises every graph's
 matrix products dynamically (onnxruntime's quantiser: int8 weights, activations quantised per call). The folder
 loads like any bundle (`toolkit.bundle.load_model` / `toolkit.lm.load_lm`, `toolkit transcribe --model OUT`): the
 networks then run in onnxruntime and the searches stay the toolkit's. A part the exporter cannot handle is a
@@ -35,8 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from toolkit.errors import ToolkitError
-from toolkit.export.graphs import (CTCHeadGraph, DecoderInitGraph, DecoderStepGraph, LstmLMStepGraph,
-                                   SpeechEncoderGraph)
+from toolkit.export.graphs import (CTCHeadGraph, DecoderInitGraph, DecoderStepGraph, ImageEncoderGraph,
+                                   LstmLMStepGraph, SpeechEncoderGraph)
 from toolkit.model.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, BLANK_ID
 
 OPSET = 18
@@ -142,6 +143,23 @@ def speech_graphs(model: nn.Module) -> tuple[list[GraphSpec], dict[str, Any]]:
     return specs, runtime
 
 
+def caption_graphs(model: nn.Module, image_size: int) -> tuple[list[GraphSpec], dict[str, Any]]:
+    """The graphs of a captioning model: the image encoder on `(B, 3, image_size, image_size)` images in [0, 1]
+    (the toolkit's preprocessing; the encoder normalises them itself), and the decoder's."""
+    if not getattr(model.encoder, "takes_images", False) or model.decoder is None:
+        raise ToolkitError(f"cannot export the encoder: {type(model.encoder).__name__} is not an image encoder with "
+                           "a decoder")
+    images = torch.rand(2, 3, image_size, image_size)
+    with torch.no_grad():
+        enc_out = model.encoder(images)
+    specs = [GraphSpec("image_encoder", ImageEncoderGraph(model), {"images": images}, ["memory", "memory_lengths"],
+                       {"images": {0: "batch"}})]
+    dec_specs, dec_runtime = decoder_graphs(model.decoder, enc_out.memory, enc_out.lengths)
+    runtime = {"kind": "caption", "image_size": image_size, "grid": list(enc_out.grid),
+               "d_model": model.encoder.d_model, "decoder": dec_runtime}
+    return specs + dec_specs, runtime
+
+
 def decoder_graphs(decoder: nn.Module, memory: Tensor, memory_lengths: Tensor
                    ) -> tuple[list[GraphSpec], dict[str, Any]]:
     """The two graphs of the Transformer decoder, with example inputs made from an encoder output."""
@@ -187,8 +205,8 @@ def lm_graphs(lm: nn.Module) -> tuple[list[GraphSpec], dict[str, Any]]:
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: Literal["int8"] | None = None,
                 progress: bool = False) -> Path:
-    """Export the bundle at `model_dir` (a speech model or a language model) to `out_dir` (written atomically:
-    a failed export leaves nothing). Returns `out_dir`."""
+    """Export the bundle at `model_dir` (a speech model, a captioning model or a language model) to `out_dir`
+    (written atomically: a failed export leaves nothing). Returns `out_dir`."""
     from toolkit.bundle import read_bundle_config, write_bundle
 
     if quantize is not None and quantize not in QUANTIZE:
@@ -206,10 +224,12 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: Literal["i
         from toolkit.bundle import load_model
 
         bundle = load_model(model_dir)
-        if not hasattr(bundle.model.encoder, "frontend"):
-            raise ToolkitError(f"{model_dir}: exporting a {meta['info'].get('task', 'captioning')} model is not "
-                               "supported yet; speech models and language models are")
-        specs, runtime = speech_graphs(bundle.model)
+        if getattr(bundle.model.encoder, "takes_images", False):
+            from toolkit.pipelines.captioner import DEFAULT_IMAGE_SIZE
+
+            specs, runtime = caption_graphs(bundle.model, int(meta["info"].get("image_size", DEFAULT_IMAGE_SIZE)))
+        else:
+            specs, runtime = speech_graphs(bundle.model)
     runtime.update(blank_id=BLANK_ID, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID, opset=OPSET,
                    quantize=quantize)
     # For a runtime without the toolkit: every id's piece ("▁" stands for a space) and how pieces join into text

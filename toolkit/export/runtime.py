@@ -1,10 +1,11 @@
 """Exported models run by onnxruntime behind the toolkit's own interfaces.
 
 `load_exported_model(dir)` rebuilds an `EncoderDecoder` whose encoder, CTC head and decoder are onnxruntime
-sessions over the graphs `toolkit.export.onnx_export` wrote (`OnnxSpeechEncoder`, `OnnxCTCHead`, `OnnxDecoder`);
-`load_exported_lm(dir)` an `OnnxLstmLM`. They implement `Encoder`, `Decoder` and `LanguageModel`, so every search
-(greedy, beam, joint CTC/attention, LM fusion), the transcriber, the subtitler and `toolkit evaluate` run them
-unchanged: only the networks move to onnxruntime. Tensors cross as CPU numpy arrays (no copy for contiguous ones).
+sessions over the graphs `toolkit.export.onnx_export` wrote (`OnnxSpeechEncoder` or `OnnxImageEncoder`,
+`OnnxCTCHead`, `OnnxDecoder`); `load_exported_lm(dir)` an `OnnxLstmLM`. They implement `Encoder`, `Decoder` and
+`LanguageModel`, so every search (greedy, beam, joint CTC/attention, LM fusion), the transcriber, the subtitler,
+the captioner and `toolkit evaluate` run them unchanged: only the networks move to onnxruntime. Tensors cross as
+CPU numpy arrays. Attention maps (`Captioner.caption(attention=True)`) need the PyTorch model.
 """
 
 from __future__ import annotations
@@ -74,6 +75,28 @@ class OnnxSpeechEncoder(Encoder):
             x = nn.functional.pad(x, (0, self.min_input_samples - x.size(1)))
         memory, memory_lengths = self.graph(x.float(), lengths.long())[:2]
         return EncoderOutput(memory=memory, lengths=memory_lengths)
+
+
+class OnnxImageEncoder(Encoder):
+    """The exported image encoder: images `(B, 3, H, W)` in [0, 1] at the size it was exported for ->
+    EncoderOutput(memory `(B, H'W', D)`, lengths, grid `(H', W')`)."""
+
+    takes_images = True
+
+    def __init__(self, graph: OnnxGraph, runtime: dict[str, Any]):
+        super().__init__()
+        self.graph = graph
+        self.d_model = int(runtime["d_model"])
+        self.image_size = int(runtime["image_size"])
+        self.grid = tuple(int(g) for g in runtime["grid"])
+        self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, self.image_size, self.image_size):
+            raise ValueError(f"this exported encoder takes images of shape (B, 3, {self.image_size}, "
+                             f"{self.image_size}), got {tuple(x.shape)}")
+        memory, memory_lengths = self.graph(x.float())
+        return EncoderOutput(memory=memory, lengths=memory_lengths, grid=self.grid)
 
 
 class OnnxCTCHead(nn.Module):
@@ -181,7 +204,8 @@ def _check_cpu(directory: Path, device: str | torch.device) -> None:
 
 
 def load_exported_model(directory: Path, meta: dict[str, Any], device: str | torch.device = "cpu"):
-    """The `ModelBundle` of an exported speech model (`meta`: its checked config.json, files verified)."""
+    """The `ModelBundle` of an exported speech or captioning model (`meta`: its checked config.json, files
+    verified)."""
     from toolkit.bundle import ModelBundle
     from toolkit.config import from_dict
     from toolkit.model import ModelConfig
@@ -189,8 +213,9 @@ def load_exported_model(directory: Path, meta: dict[str, Any], device: str | tor
 
     _check_cpu(directory, device)
     runtime = meta["onnx"]
-    if runtime.get("kind") != "speech":
-        raise BundleError(f"{directory / 'config.json'}: onnx.kind {runtime.get('kind')!r} is not a speech model")
+    kind = runtime.get("kind")
+    if kind not in ("speech", "caption"):
+        raise BundleError(f"{directory / 'config.json'}: onnx.kind {kind!r} is neither 'speech' nor 'caption'")
     try:
         config = from_dict(ModelConfig, meta["model"], f"{directory / 'config.json'}: model")
     except ToolkitError as e:
@@ -199,10 +224,11 @@ def load_exported_model(directory: Path, meta: dict[str, Any], device: str | tor
     if tokenizer.vocab_size != config.vocab_size:
         raise BundleError(f"{directory}: vocabulary mismatch, tokenizer has {tokenizer.vocab_size} tokens but the "
                           f"model config says vocab_size {config.vocab_size}")
-    needed = ("encoder",) + (("ctc_head",) if config.ctc else ()) + (
+    first = "encoder" if kind == "speech" else "image_encoder"
+    needed = (first,) + (("ctc_head",) if config.ctc else ()) + (
         ("decoder_init", "decoder_step") if config.decoder is not None else ())
     graphs = _graphs(directory, runtime, needed)
-    encoder = OnnxSpeechEncoder(graphs["encoder"], runtime)
+    encoder = (OnnxSpeechEncoder if kind == "speech" else OnnxImageEncoder)(graphs[first], runtime)
     decoder = (OnnxDecoder(graphs["decoder_init"], graphs["decoder_step"], runtime["decoder"])
                if config.decoder is not None else None)
     ctc_head = OnnxCTCHead(graphs["ctc_head"]) if config.ctc else None

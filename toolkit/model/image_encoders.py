@@ -123,6 +123,8 @@ class CNNImageEncoder(Encoder):
     and stays in eval mode (BatchNorm statistics fixed) under `.train()`.
     """
 
+    takes_images = True  # what `Captioner` checks (an exported twin, toolkit.export.runtime, says so too)
+
     def __init__(
         self,
         backbone: nn.Module,

@@ -19,7 +19,6 @@ from PIL import Image
 from toolkit.decode import DecodingOptions, search
 from toolkit.errors import ToolkitError
 from toolkit.model import BOS_ID, PAD_ID, EncoderDecoder, EncoderOutput
-from toolkit.model.image_encoders import CNNImageEncoder
 from toolkit.text import Tokenizer
 
 #: File extensions (lower case) taken from folders and glob patterns.
@@ -57,7 +56,7 @@ class Captioner:
     ):
         if model.decoder is None:
             raise ToolkitError("this model has no attention decoder, so it cannot caption images")
-        if not isinstance(model.encoder, CNNImageEncoder):
+        if not getattr(model.encoder, "takes_images", False):
             raise ToolkitError(f"this model's encoder ({type(model.encoder).__name__}) is not an image encoder")
         self.model = model.eval()
         self.tokenizer = tokenizer
