@@ -12,7 +12,9 @@ joint CTC/attention beam --beam, the LM fused at the model's own weight and leng
 systems take turns chunk by chunk, so that machine noise falls on all alike; RTF = decoding seconds / audio
 seconds (audio loading included). "same" is the share of transcripts identical to PyTorch's. Then the toolkit's CTC
 greedy transcripts against those of recipes/onnx_runtime/transcribe.py (onnxruntime + numpy only) on the fp32
-export. Prints tables, then a last line of key=value figures.
+export. With --caption-model and --caption-images, a captioning model is exported too and the three systems caption
+the images (beam --beam): images/s and the share of captions identical to PyTorch's. Prints tables, then a last
+line of key=value figures.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ ap.add_argument("--lm-weight", type=float)
 ap.add_argument("--length-bonus", type=float)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--chunk", type=int, default=32, help="utterances per turn")
+ap.add_argument("--caption-model", type=Path, help="a captioning model bundle to compare too")
+ap.add_argument("--caption-images", nargs="+", help="images for it: files, folders or glob patterns")
 args = ap.parse_args()
 os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch loads
 
@@ -46,7 +50,8 @@ from toolkit.data.speech import read_jsonl_manifest  # noqa: E402
 from toolkit.export import export_onnx  # noqa: E402
 from toolkit.lm import load_lm  # noqa: E402
 from toolkit.metrics.asr import normalize_transcript_for_scoring, wer_report  # noqa: E402
-from toolkit.pipelines import Transcriber  # noqa: E402
+from toolkit.pipelines import Captioner, Transcriber  # noqa: E402
+from toolkit.pipelines.captioner import expand_image_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,7 +132,37 @@ def main() -> None:
     print(f"CTC greedy WER: toolkit {figures['wer_ctc_toolkit']:.4f}, torch-free example "
           f"{figures['wer_ctc_torchfree']:.4f} ({figures['same_ctc_torchfree']:.3f} of transcripts identical)")
     figures["size_ratio_int8"] = figures["mb_fp32"] / figures["mb_int8"]
+    if args.caption_model:
+        figures |= caption_speed(work)
     print(" ".join(f"{k}={v:.4f}" for k, v in figures.items()))
+
+
+def caption_speed(work: Path) -> dict[str, float]:
+    """Images/s of PyTorch fp32, onnxruntime fp32 and int8 on the same images, taking turns image chunk by chunk."""
+    images = [str(p) for p in expand_image_args(args.caption_images)]
+    systems = {"pytorch fp32": Captioner.from_pretrained(args.caption_model)}
+    for name, quantize in (("onnx fp32", None), ("onnx int8", "int8")):
+        out = export_onnx(args.caption_model, work / f"caption_{quantize or 'fp32'}", quantize=quantize)
+        systems[name] = Captioner.from_pretrained(out)
+    captions = {name: [] for name in systems}
+    seconds = dict.fromkeys(systems, 0.0)
+    for captioner in systems.values():
+        captioner.caption(images[:2], beam_size=args.beam)  # first-call costs
+    for start in range(0, len(images), args.chunk):
+        for name, captioner in systems.items():
+            t0 = time.perf_counter()
+            captions[name] += [r.caption for r in captioner.caption(images[start : start + args.chunk],
+                                                                     beam_size=args.beam)]
+            seconds[name] += time.perf_counter() - t0
+    print(f"captioning {len(images)} images of {args.caption_model}, beam {args.beam}:")
+    figures = {}
+    for name in systems:
+        same = sum(a == b for a, b in zip(captions[name], captions["pytorch fp32"])) / len(images)
+        rate = len(images) / seconds[name]
+        print(f"  {name:<14} {rate:7.1f} images/s  {seconds['pytorch fp32'] / seconds[name]:5.2f}x  same {same:.3f}")
+        key = name.replace("pytorch fp32", "torch").replace("onnx ", "")
+        figures |= {f"images_per_s_{key}": rate, f"caption_same_{key}": same}
+    return figures
 
 
 if __name__ == "__main__":
