@@ -246,10 +246,6 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Mod
         raise BundleError(f"{directory}: a language model bundle, not an encoder-decoder model; it is used for "
                           "fusion in search (--lm DIR; toolkit.lm.load_lm)")
     verify_bundle_files(directory, meta)
-    if meta.get("runtime", "torch") != "torch":
-        from toolkit.export.runtime import load_exported_model
-
-        return load_exported_model(directory, meta, device)
     try:
         config = from_dict(ModelConfig, meta["model"], f"{directory / CONFIG_FILE}: model")
     except ToolkitError as e:
@@ -260,6 +256,11 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Mod
             f"{directory}: vocabulary mismatch, tokenizer has {tokenizer.vocab_size} tokens "
             f"but the model config says vocab_size {config.vocab_size}"
         )
+    if meta.get("runtime", "torch") != "torch":  # exported: the networks run in onnxruntime (toolkit.export)
+        from toolkit.export.runtime import load_exported_model
+
+        model = load_exported_model(directory, meta, config, device)
+        return ModelBundle(model, tokenizer, dict(meta.get("info") or {}))
     try:
         model = build_model(config)
     except ToolkitError as e:  # e.g. a timm backbone this installation does not have

@@ -22,6 +22,7 @@ from toolkit.lm.model import LanguageModel, LstmLMConfig, LstmState
 from toolkit.model.audio_encoders import Conv2dSubsampling
 from toolkit.model.audio_frontend import frame_lengths
 from toolkit.model.base import Decoder, DecoderState, Encoder, EncoderDecoder, EncoderOutput
+from toolkit.model.factory import ModelConfig
 
 
 class OnnxGraph:
@@ -203,27 +204,15 @@ def _check_cpu(directory: Path, device: str | torch.device) -> None:
         raise ToolkitError(f"{directory}: an exported (onnx) model runs on the CPU; load it with device 'cpu'")
 
 
-def load_exported_model(directory: Path, meta: dict[str, Any], device: str | torch.device = "cpu"):
-    """The `ModelBundle` of an exported speech or captioning model (`meta`: its checked config.json, files
-    verified)."""
-    from toolkit.bundle import ModelBundle
-    from toolkit.config import from_dict
-    from toolkit.model import ModelConfig
-    from toolkit.text import load_tokenizer
-
+def load_exported_model(directory: Path, meta: dict[str, Any], config: ModelConfig,
+                        device: str | torch.device = "cpu") -> EncoderDecoder:
+    """The onnxruntime-run `EncoderDecoder` of an exported speech or captioning model of `config` (`meta`: its
+    checked config.json, files verified; the tokenizer: `toolkit.bundle.load_model`)."""
     _check_cpu(directory, device)
     runtime = meta["onnx"]
     kind = runtime.get("kind")
     if kind not in ("speech", "caption"):
         raise BundleError(f"{directory / 'config.json'}: onnx.kind {kind!r} is neither 'speech' nor 'caption'")
-    try:
-        config = from_dict(ModelConfig, meta["model"], f"{directory / 'config.json'}: model")
-    except ToolkitError as e:
-        raise BundleError(str(e)) from None
-    tokenizer = load_tokenizer(directory)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise BundleError(f"{directory}: vocabulary mismatch, tokenizer has {tokenizer.vocab_size} tokens but the "
-                          f"model config says vocab_size {config.vocab_size}")
     first = "encoder" if kind == "speech" else "image_encoder"
     needed = (first,) + (("ctc_head",) if config.ctc else ()) + (
         ("decoder_init", "decoder_step") if config.decoder is not None else ())
@@ -232,8 +221,7 @@ def load_exported_model(directory: Path, meta: dict[str, Any], device: str | tor
     decoder = (OnnxDecoder(graphs["decoder_init"], graphs["decoder_step"], runtime["decoder"])
                if config.decoder is not None else None)
     ctc_head = OnnxCTCHead(graphs["ctc_head"]) if config.ctc else None
-    model = EncoderDecoder(encoder, decoder, ctc_head, config=config)
-    return ModelBundle(model.eval(), tokenizer, dict(meta.get("info") or {}))
+    return EncoderDecoder(encoder, decoder, ctc_head, config=config).eval()
 
 
 def load_exported_lm(directory: Path, meta: dict[str, Any], config: LstmLMConfig,
