@@ -146,7 +146,7 @@ def test_int8_export_is_smaller_and_close(bundles, waves):
     assert agree > 0.9  # int8 weights move the scores a little, not the decisions
 
 
-def test_cli_export_info_and_transcribe(bundles, waves, tmp_path, capsys):
+def test_cli_export_info_transcribe_and_evaluate(bundles, waves, tmp_path, capsys):
     out = tmp_path / "exported"
     assert main(["export", "--model", str(bundles / "asr"), "-o", str(out)]) == 0
     assert "it loads like a bundle" in capsys.readouterr().out
@@ -158,6 +158,15 @@ def test_cli_export_info_and_transcribe(bundles, waves, tmp_path, capsys):
     via_onnx = capsys.readouterr().out
     assert main(["transcribe", "--model", str(bundles / "asr"), "--vad", "none", "--ctc-only", str(wav)]) == 0
     assert capsys.readouterr().out == via_onnx
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text(json.dumps({"audio": "a.wav", "text": TEXTS[0]}) + "\n")
+    scores = []
+    for model in (out, bundles / "asr"):  # evaluate: the same search, the same errors
+        assert main(["evaluate", "--model", str(model), "--data", str(manifest), "--beam", "2",
+                     "--out", str(tmp_path / f"{model.name}.json")]) == 0
+        capsys.readouterr()
+        scores.append(json.loads((tmp_path / f"{model.name}.json").read_text())["report"])
+    assert scores[0] == scores[1]
 
 
 def test_bad_exports_and_exported_folders_are_one_line_errors(bundles, tmp_path, capsys):
