@@ -94,7 +94,7 @@ def write_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         state, seen = {}, set()
-        for k, v in (weights or {}).items():  # tied weights are stored once per name (safetensors refuses shared memory)
+        for k, v in (weights or {}).items():  # tied weights stored once per name (safetensors refuses shared memory)
             v = v.detach().contiguous().cpu()
             state[k] = v.clone() if v.data_ptr() in seen else v
             seen.add(v.data_ptr())

@@ -13,8 +13,9 @@ A speech model becomes
       decoder_step.onnx  tokens + caches -> logits + extended caches
 
 a captioning model `image_encoder.onnx` (images `(B, 3, H, W)` in [0, 1] at the bundle's image size -> memory)
-and the same two decoder graphs, and a language model `lm_step.onnx`. Batch and length axes are dynamic. `quantize="int8"` quantises every graph's
-matrix products dynamically (onnxruntime's quantiser: int8 weights, activations quantised per call). The folder
+and the same two decoder graphs, and a language model `lm_step.onnx`. Batch and length axes are dynamic.
+`quantize="int8"` quantises the matrix products with a weight dynamically (onnxruntime's quantiser: int8 weights,
+activations quantised per call; `quantize_int8`). The folder
 loads like any bundle (`toolkit.bundle.load_model` / `toolkit.lm.load_lm`, `toolkit transcribe --model OUT`): the
 networks then run in onnxruntime and the searches stay the toolkit's. A part the exporter cannot handle is a
 one-line `ToolkitError` naming it.
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from toolkit.errors import ToolkitError
 from toolkit.export.graphs import (CTCHeadGraph, DecoderInitGraph, DecoderStepGraph, ImageEncoderGraph,
                                    LstmLMStepGraph, SpeechEncoderGraph)
-from toolkit.model.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, BLANK_ID
+from toolkit.model.base import BLANK_ID, BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 OPSET = 18
 QUANTIZE = ("int8",)
