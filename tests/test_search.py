@@ -257,3 +257,37 @@ def test_apply_rules_bans_only_the_looping_continuation():
     out = apply_rules(logp, generated, torch.tensor([10, 10]), DecodingOptions(repetition_limit=3))
     assert out[0, 9] == float("-inf") and out[1, 2:].isfinite().all()
     assert (out[:, :2] == float("-inf")).all()  # padding/blank and BOS are never generated
+
+
+class ThreadRecordingDecoder(LoopingDecoder):
+    """A decoder run elsewhere (as onnxruntime runs an exported one): the search's own ops get one torch thread."""
+
+    search_threads = 1
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[int] = set()
+
+    def forward(self, tokens, state):
+        self.seen.add(torch.get_num_threads())
+        return super().forward(tokens, state)
+
+
+@pytest.mark.parametrize("beam", [1, 2])
+def test_search_runs_a_decoder_on_its_search_threads_and_restores_torch_threads(beam):
+    from toolkit.decode import search
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = build_model(ModelConfig(vocab_size=VOCAB, d_model=4, encoder={"name": "conformer", "num_layers": 1,
+                                                                             "num_heads": 1, "ffn_dim": 8}))
+        model.decoder = ThreadRecordingDecoder()
+        enc = EncoderOutput(torch.zeros(2, 3, 4), torch.tensor([3, 3]))
+        search(model, enc, DecodingOptions(beam_size=beam, max_length=5))
+        assert model.decoder.seen == {1} and torch.get_num_threads() == 2
+        model.decoder.search_threads = None  # a PyTorch decoder: the threads as they are
+        search(model, enc, DecodingOptions(beam_size=beam, max_length=5))
+        assert model.decoder.seen == {1, 2}
+    finally:
+        torch.set_num_threads(before)

@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -39,6 +42,26 @@ def search(
     lm: a language model over the model's token ids, fused into every strategy with `options.lm_weight`
     (and `options.length_bonus`; `toolkit.decode.fusion`); with lm_weight 0 it is not run at all.
     """
+    with torch_threads(getattr(model.decoder, "search_threads", None)):
+        return _search(model, enc_out, options, lm)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op threads set to `threads` inside the block and restored after (None: left alone)."""
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _search(model: EncoderDecoder, enc_out: EncoderOutput, options: DecodingOptions,
+            lm: LanguageModel | None) -> list[list[Hypothesis]]:
     ctc_head = getattr(model, "ctc_head", None)
     if lm is not None and lm.vocab_size != model.config.vocab_size:
         raise ValueError(f"the language model has {lm.vocab_size} tokens and the model {model.config.vocab_size}")

@@ -36,6 +36,8 @@ class OnnxGraph:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # no busy-waiting between runs: the search's PyTorch ops run between the calls, on the same cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -138,6 +140,8 @@ class OnnxDecoderState(DecoderState):
 
 class OnnxDecoder(Decoder):
     """The exported Transformer decoder: `decoder_init` once per input, `decoder_step` per call of `forward`."""
+
+    search_threads = 1  # the networks run in onnxruntime; the search's own small tensor ops on one thread
 
     def __init__(self, init_graph: OnnxGraph, step_graph: OnnxGraph, runtime: dict[str, Any]):
         super().__init__()

@@ -83,9 +83,13 @@ class Decoder(nn.Module, ABC):
     """Base class of autoregressive decoders conditioned on an encoder's output; searches rely on this alone.
 
     vocab_size: V, the width of the logits.
+    search_threads: PyTorch threads for a search's own tensor ops over this decoder (None: as they are). A decoder
+    whose networks run elsewhere (onnxruntime) sets 1: the search's small ops then leave the cores to the runtime
+    instead of waking PyTorch's thread pool between its calls.
     """
 
     vocab_size: int
+    search_threads: int | None = None
 
     @property
     @abstractmethod
