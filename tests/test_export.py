@@ -197,6 +197,13 @@ def test_bad_exports_and_exported_folders_are_one_line_errors(bundles, tmp_path,
         load_model(broken)
     with pytest.raises(ToolkitError, match="runs on the CPU"):
         load_model(bundles / "asr_onnx", device="meta")
+    older = tmp_path / "older"  # a folder of an earlier layout (format 1: caches stacked over layers)
+    shutil.copytree(bundles / "asr_onnx", older)
+    meta = json.loads((older / "config.json").read_text())
+    del meta["onnx"]["format"]
+    (older / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="onnx.format None, this toolkit reads 2: export the model again"):
+        load_model(older)
 
 
 def test_captions_through_onnxruntime_equal_pytorch(tmp_path):

@@ -2,15 +2,18 @@
 
 Each wrapper reuses the model's own layers, so an exported graph computes what the PyTorch model does; what it
 changes is the interface: no dataclasses, no Python-side state, and the decoder's caches as explicit inputs and
-outputs (stacked over layers), so that a runtime without PyTorch can drive a search.
+outputs, one tensor per layer (a stacked cache would be split and re-stacked, i.e. copied whole, at every step),
+so that a runtime without PyTorch can drive a search.
 
     SpeechEncoderGraph   audio (B, N) float32, audio_lengths (B,) int64
                          -> memory (B, T, D), memory_lengths (B,) int64[, ctc_log_probs (B, T, V) float32]
     ImageEncoderGraph    images (B, 3, H, W) float32, normalised as the model's preprocessing does
                          -> memory (B, S, D), memory_lengths (B,) int64
-    DecoderInitGraph     memory (B, S, D), memory_lengths (B,) -> cross_k, cross_v (L, B, H, S, Dh)
-    DecoderStepGraph     tokens (B, U) int64, self_k, self_v (L, B, H, t, Dh) of the t tokens read so far,
-                         cross_k, cross_v, memory_lengths -> logits (B, U, V) float32, self_k, self_v (L, B, H, t+U, Dh)
+    DecoderInitGraph     memory (B, S, D), memory_lengths (B,) -> cross_k_0, cross_v_0, ..., cross_k_{L-1},
+                         cross_v_{L-1}, each (B, H, S, Dh)
+    DecoderStepGraph     tokens (B, U) int64, memory_lengths (B,), then per layer l: self_k_l, self_v_l (B, H, t, Dh)
+                         of the t tokens read so far, cross_k_l, cross_v_l -> logits (B, U, V) float32, then per
+                         layer new_self_k_l, new_self_v_l (B, H, t+U, Dh)
     CTCHeadGraph         memory (B, T, D) -> ctc_log_probs (B, T, V) float32
     LstmLMStepGraph      tokens (B,) int64, h, c (L, B, H) -> log_probs (B, V) float32, h, c
 """
@@ -69,36 +72,35 @@ class DecoderInitGraph(nn.Module):
         super().__init__()
         self.decoder = decoder
 
-    def forward(self, memory: Tensor, memory_lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, memory: Tensor, memory_lengths: Tensor) -> tuple[Tensor, ...]:
         mask = lengths_to_padding_mask(memory_lengths, memory.size(1))
         memory = memory.masked_fill(mask[:, :, None], 0.0)
-        kv = [layer.cross_attn.project_kv(memory) for layer in self.decoder.layers]
-        return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
+        return tuple(t for layer in self.decoder.layers for t in layer.cross_attn.project_kv(memory))
 
 
 class DecoderStepGraph(nn.Module):
-    """`TransformerDecoder.forward` with the caches as tensors: U new tokens after the t that `self_k` holds."""
+    """`TransformerDecoder.forward` with the caches as tensors: U new tokens after the t that the caches hold.
+    `caches`: per layer self_k, self_v, cross_k, cross_v (4 L tensors, in that order)."""
 
     def __init__(self, decoder: TransformerDecoder):
         super().__init__()
         self.decoder = decoder
 
-    def forward(self, tokens: Tensor, self_k: Tensor, self_v: Tensor, cross_k: Tensor, cross_v: Tensor,
-                memory_lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, tokens: Tensor, memory_lengths: Tensor, *caches: Tensor) -> tuple[Tensor, ...]:
         d = self.decoder
-        u, t = tokens.size(1), self_k.size(3)
+        u, t = tokens.size(1), caches[0].size(2)
         positions = torch.arange(u, device=tokens.device) + t
         x = d.embed(tokens) + d.pos.index_select(0, positions)
         causal = torch.arange(t + u, device=tokens.device)[None, :] <= positions[:, None]  # (U, t+U)
-        memory_allowed = ~lengths_to_padding_mask(memory_lengths, cross_k.size(3))[:, None, None, :]
-        new_k, new_v = [], []
+        memory_allowed = ~lengths_to_padding_mask(memory_lengths, caches[2].size(2))[:, None, None, :]
+        new = []
         for i, layer in enumerate(d.layers):
-            x, (k, v), _ = layer(x, (self_k[i], self_v[i]), causal, (cross_k[i], cross_v[i]), memory_allowed, False)
-            new_k.append(k)
-            new_v.append(v)
+            self_k, self_v, cross_k, cross_v = caches[4 * i : 4 * i + 4]
+            x, kv, _ = layer(x, (self_k, self_v), causal, (cross_k, cross_v), memory_allowed, False)
+            new += kv
         x = d.norm(x)
         weight = d.embed.weight if d.output is None else d.output.weight
-        return (x @ weight.T).float(), torch.stack(new_k), torch.stack(new_v)
+        return ((x @ weight.T).float(), *new)
 
 
 class LstmLMStepGraph(nn.Module):

@@ -9,8 +9,8 @@ A speech model becomes
       tokenizer.json     the model's tokenizer, unchanged
       encoder.onnx       SpeechEncoderGraph (`toolkit.export.graphs`): audio + lengths -> memory (+ CTC log-probs)
       ctc_head.onnx      memory -> CTC log-probs (what the toolkit's searches call on an encoder output)
-      decoder_init.onnx  memory -> cross-attention keys / values          (models with an attention decoder)
-      decoder_step.onnx  tokens + caches -> logits + extended caches
+      decoder_init.onnx  memory -> cross-attention keys / values per layer (models with an attention decoder)
+      decoder_step.onnx  tokens + caches per layer -> logits + extended self-attention caches
 
 a captioning model `image_encoder.onnx` (images `(B, 3, H, W)` in [0, 1] at the bundle's image size -> memory)
 and the same two decoder graphs, and a language model `lm_step.onnx`. Batch and length axes are dynamic.
@@ -24,6 +24,7 @@ one-line `ToolkitError` naming it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import shutil
@@ -42,6 +43,8 @@ from toolkit.export.graphs import (CTCHeadGraph, DecoderInitGraph, DecoderStepGr
 from toolkit.model.base import BLANK_ID, BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 OPSET = 18
+# The layout of an exported folder's graphs and config; a runtime refuses another. 2: one cache tensor per layer.
+FORMAT = 2
 QUANTIZE = ("int8",)
 
 
@@ -56,11 +59,17 @@ class GraphSpec:
     dynamic: dict[str, dict[int, str]]
 
 
-def _dims(dynamic: dict[str, dict[int, str]], inputs: dict[str, Tensor]) -> dict[str, dict[int, Any]]:
-    """Named axes -> `torch.export.Dim`s, one object per name so that axes sharing a name share a size."""
-    names = {axis for axes in dynamic.values() for axis in axes.values()}
+def _dims(spec: GraphSpec) -> tuple[Any, ...]:
+    """Named axes -> `torch.export.Dim`s, one object per name so that axes sharing a name share a size; one entry
+    per input in order, those of a `*args` parameter gathered into one tuple as torch.export binds them."""
+    names = {axis for axes in spec.dynamic.values() for axis in axes.values()}
     dims = {n: torch.export.Dim(n, min=0) for n in names}
-    return {k: {i: dims[n] for i, n in dynamic.get(k, {}).items()} for k in inputs}
+    shapes = [{i: dims[n] for i, n in spec.dynamic.get(k, {}).items()} for k in spec.inputs]
+    params = inspect.signature(spec.module.forward).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        fixed = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        shapes = shapes[:fixed] + [tuple(shapes[fixed:])]
+    return tuple(shapes)
 
 
 def export_graph(spec: GraphSpec, path: Path) -> None:
@@ -71,7 +80,7 @@ def export_graph(spec: GraphSpec, path: Path) -> None:
             program = torch.onnx.export(
                 spec.module, tuple(spec.inputs.values()), dynamo=True, opset_version=OPSET,
                 input_names=list(spec.inputs), output_names=spec.outputs,
-                dynamic_shapes=_dims(spec.dynamic, spec.inputs), verbose=False, report=False)
+                dynamic_shapes=_dims(spec), verbose=False, report=False)
     except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; the user needs the part and the gist
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ToolkitError(f"cannot export the {spec.name} to ONNX ({type(spec.module).__name__}): {first[:300]}"
@@ -168,23 +177,31 @@ def decoder_graphs(decoder: nn.Module, memory: Tensor, memory_lengths: Tensor
 
     if not isinstance(decoder, TransformerDecoder):
         raise ToolkitError(f"cannot export the decoder: {type(decoder).__name__} is not the Transformer decoder")
+    layers = len(decoder.layers)
     with torch.no_grad():
-        cross_k, cross_v = DecoderInitGraph(decoder)(memory, memory_lengths)
+        cross = DecoderInitGraph(decoder)(memory, memory_lengths)
         tokens = torch.tensor([[BOS_ID, 5, 6], [BOS_ID, 7, 5]])
-        _, self_k, self_v = DecoderStepGraph(decoder)(tokens, cross_k[:, :, :, :0], cross_v[:, :, :, :0],
-                                                      cross_k, cross_v, memory_lengths)
+        empty = [c[:, :, :0] for c in cross[:2]]
+        first = DecoderStepGraph(decoder)(tokens, memory_lengths,
+                                          *[x for i in range(layers) for x in (*empty, *cross[2 * i : 2 * i + 2])])
+    cross_names = [f"cross_{kv}_{i}" for i in range(layers) for kv in "kv"]
+    self_names = [f"self_{kv}_{i}" for i in range(layers) for kv in "kv"]
+    step_inputs = {"tokens": tokens[:, :2], "memory_lengths": memory_lengths}
+    step_dynamic = {"tokens": {0: "batch", 1: "new"}, "memory_lengths": {0: "batch"}}
+    for i in range(layers):
+        for j, kv in enumerate("kv"):
+            step_inputs[f"self_{kv}_{i}"] = first[1 + 2 * i + j]
+            step_dynamic[f"self_{kv}_{i}"] = {0: "batch", 2: "past"}
+        for j, kv in enumerate("kv"):
+            step_inputs[f"cross_{kv}_{i}"] = cross[2 * i + j]
+            step_dynamic[f"cross_{kv}_{i}"] = {0: "batch", 2: "frames"}
     specs = [
         GraphSpec("decoder_init", DecoderInitGraph(decoder), {"memory": memory, "memory_lengths": memory_lengths},
-                  ["cross_k", "cross_v"], {"memory": {0: "batch", 1: "frames"}, "memory_lengths": {0: "batch"}}),
-        GraphSpec("decoder_step", DecoderStepGraph(decoder),
-                  {"tokens": tokens[:, :2], "self_k": self_k, "self_v": self_v, "cross_k": cross_k,
-                   "cross_v": cross_v, "memory_lengths": memory_lengths},
-                  ["logits", "new_self_k", "new_self_v"],
-                  {"tokens": {0: "batch", 1: "new"}, "self_k": {1: "batch", 3: "past"},
-                   "self_v": {1: "batch", 3: "past"}, "cross_k": {1: "batch", 3: "frames"},
-                   "cross_v": {1: "batch", 3: "frames"}, "memory_lengths": {0: "batch"}}),
+                  cross_names, {"memory": {0: "batch", 1: "frames"}, "memory_lengths": {0: "batch"}}),
+        GraphSpec("decoder_step", DecoderStepGraph(decoder), step_inputs,
+                  ["logits"] + [f"new_{n}" for n in self_names], step_dynamic),
     ]
-    layers, _, heads, _, head_dim = cross_k.shape
+    _, heads, _, head_dim = cross[0].shape
     runtime = {"num_layers": layers, "num_heads": heads, "head_dim": head_dim, "max_len": decoder.max_len,
                "vocab_size": decoder.vocab_size}
     return specs, runtime
@@ -231,8 +248,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: Literal["i
             specs, runtime = caption_graphs(bundle.model, int(meta["info"].get("image_size", DEFAULT_IMAGE_SIZE)))
         else:
             specs, runtime = speech_graphs(bundle.model)
-    runtime.update(blank_id=BLANK_ID, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID, opset=OPSET,
-                   quantize=quantize)
+    runtime.update(format=FORMAT, blank_id=BLANK_ID, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+                   opset=OPSET, quantize=quantize)
     # For a runtime without the toolkit: every id's piece ("▁" stands for a space) and how pieces join into text
     runtime.update(tokens=bundle.tokenizer.vocab(), token_join=" " if bundle.tokenizer.kind == "word" else "")
     runtime["graphs"] = {s.name: {"file": f"{s.name}.onnx", "inputs": list(s.inputs), "outputs": s.outputs}

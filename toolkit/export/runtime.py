@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from toolkit.errors import BundleError, ToolkitError
+from toolkit.export.onnx_export import FORMAT
 from toolkit.lm.model import LanguageModel, LstmLMConfig, LstmState
 from toolkit.model.audio_encoders import Conv2dSubsampling
 from toolkit.model.audio_frontend import frame_lengths
@@ -115,27 +116,24 @@ class OnnxCTCHead(nn.Module):
 
 @dataclass
 class OnnxDecoderState(DecoderState):
-    """The exported decoder's caches for N rows: cross_k / cross_v `(L, N, H, S, Dh)`, self_k / self_v
-    `(L, N, H, t, Dh)` of the t tokens read so far, memory_lengths `(N,)`."""
+    """The exported decoder's caches for N rows, per layer: cross `(k_0, v_0, k_1, v_1, ...)` each `(N, H, S, Dh)`,
+    self the same of the t tokens read so far `(N, H, t, Dh)`; memory_lengths `(N,)`."""
 
     memory_lengths: Tensor
-    cross_k: Tensor
-    cross_v: Tensor
-    self_k: Tensor
-    self_v: Tensor
+    cross: tuple[Tensor, ...]
+    self_kv: tuple[Tensor, ...]
 
     @property
     def offset(self) -> int:
-        return self.self_k.size(3)
+        return self.self_kv[0].size(2)
 
     def select(self, index: Tensor) -> "OnnxDecoderState":
-        return OnnxDecoderState(self.memory_lengths.index_select(0, index), self.cross_k.index_select(1, index),
-                                self.cross_v.index_select(1, index), self.self_k.index_select(1, index),
-                                self.self_v.index_select(1, index))
+        return OnnxDecoderState(self.memory_lengths.index_select(0, index),
+                                tuple(c.index_select(0, index) for c in self.cross),
+                                tuple(c.index_select(0, index) for c in self.self_kv))
 
     def select_beams(self, index: Tensor) -> "OnnxDecoderState":
-        return OnnxDecoderState(self.memory_lengths, self.cross_k, self.cross_v, self.self_k.index_select(1, index),
-                                self.self_v.index_select(1, index))
+        return OnnxDecoderState(self.memory_lengths, self.cross, tuple(c.index_select(0, index) for c in self.self_kv))
 
 
 class OnnxDecoder(Decoder):
@@ -156,16 +154,16 @@ class OnnxDecoder(Decoder):
     def init_state(self, enc_out: EncoderOutput, record_attention: bool = False) -> OnnxDecoderState:
         if record_attention:
             raise ToolkitError("attention maps need the PyTorch model; the exported decoder does not return them")
-        cross_k, cross_v = self.init_graph(enc_out.memory.float(), enc_out.lengths.long())
-        empty = cross_k[:, :, :, :0]
-        return OnnxDecoderState(enc_out.lengths.long(), cross_k, cross_v, empty, empty)
+        cross = self.init_graph(enc_out.memory.float(), enc_out.lengths.long())
+        return OnnxDecoderState(enc_out.lengths.long(), cross, tuple(c[:, :, :0] for c in cross))
 
     def forward(self, tokens: Tensor, state: OnnxDecoderState) -> tuple[Tensor, OnnxDecoderState]:
         if state.offset + tokens.size(1) > self.max_len:
             raise ValueError(f"decoder max_len {self.max_len} exceeded ({state.offset + tokens.size(1)} tokens)")
-        logits, self_k, self_v = self.step_graph(tokens.long(), state.self_k, state.self_v, state.cross_k,
-                                                 state.cross_v, state.memory_lengths)
-        return logits, OnnxDecoderState(state.memory_lengths, state.cross_k, state.cross_v, self_k, self_v)
+        caches = [c for i in range(0, len(state.cross), 2)  # per layer: self k, v, cross k, v
+                  for c in (*state.self_kv[i : i + 2], *state.cross[i : i + 2])]
+        logits, *self_kv = self.step_graph(tokens.long(), state.memory_lengths, *caches)
+        return logits, OnnxDecoderState(state.memory_lengths, state.cross, tuple(self_kv))
 
 
 class OnnxLstmLM(LanguageModel):
@@ -188,6 +186,9 @@ class OnnxLstmLM(LanguageModel):
 
 
 def _graphs(directory: Path, runtime: dict[str, Any], needed: tuple[str, ...]) -> dict[str, OnnxGraph]:
+    if runtime.get("format") != FORMAT:
+        raise BundleError(f"{directory / 'config.json'}: onnx.format {runtime.get('format')!r}, this toolkit reads "
+                          f"{FORMAT}: export the model again with this toolkit")
     graphs = runtime.get("graphs")
     if not isinstance(graphs, dict):
         raise BundleError(f"{directory / 'config.json'}: onnx.graphs is missing or not an object")
