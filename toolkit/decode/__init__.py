@@ -8,9 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor
 
@@ -23,6 +20,7 @@ from toolkit.decode.options import DecodingOptions, Hypothesis
 from toolkit.decode.resolve import resolve_decoding
 from toolkit.lm.model import LanguageModel
 from toolkit.model.base import EncoderDecoder, EncoderOutput
+from toolkit.threads import torch_threads
 
 __all__ = [
     "BeamSearch", "CTCPrefixScorer", "CTCPrefixState", "DecodingOptions", "GreedySearch", "Hypothesis",
@@ -44,20 +42,6 @@ def search(
     """
     with torch_threads(getattr(model.decoder, "search_threads", None)):
         return _search(model, enc_out, options, lm)
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """PyTorch's intra-op threads set to `threads` inside the block and restored after (None: left alone)."""
-    before = torch.get_num_threads()
-    if threads is None or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _search(model: EncoderDecoder, enc_out: EncoderOutput, options: DecodingOptions,

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +32,7 @@ import torch
 
 from toolkit.data.audio import SAMPLE_RATE  # the rate both detectors work at
 from toolkit.errors import ConfigError
+from toolkit.threads import torch_threads
 
 __all__ = ["EnergyVad", "Region", "SileroVad", "VadConfig", "make_vad", "speech_probabilities", "speech_regions"]
 
@@ -160,20 +160,6 @@ def _load_silero_jit() -> torch.jit.ScriptModule:
         return load_silero_vad(onnx=False)
 
 
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with `n` torch intra-op threads (None: as set), restoring the caller's setting after."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class SileroVad(_WindowedVad):
     """Streaming silero-vad: `__call__(block (N,) float32 16 kHz) -> (W,)` probabilities; `reset()` between files.
 
@@ -228,7 +214,7 @@ class SileroVad(_WindowedVad):
         self._jit.reset_states()
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
-        with _torch_threads(self.num_threads), torch.inference_mode():
+        with torch_threads(self.num_threads), torch.inference_mode():
             return self._score_frames(torch.from_numpy(frames))
 
     def _score_frames(self, x: torch.Tensor) -> np.ndarray:
