@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole toolkit in one command, on data it makes itself (about 35 minutes on a quiet 2-core CPU; the models train a
+# The whole toolkit in one command, on data it makes itself (30-35 minutes on a quiet 2-core CPU; the models train a
 # fixed number of updates, so a slower or busier machine takes longer and gets the same models):
 # captioning (shapes corpus -> CNN encoder + Transformer decoder), speech recognition (synthetic voices corpus ->
 # Conformer + CTC + attention decoder + LSTM LM), subtitles for a demo video (speech at known times over a test
